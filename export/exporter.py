@@ -1,0 +1,175 @@
+"""`sana-edge export`: checkpoint -> validated ONNX graphs + tokenizer + scheduler + manifest.
+
+Everything is written into a staging folder next to OUT and renamed into place only when every
+component has passed validation, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sana_edge import __version__
+from sana_edge.components import COMPONENTS
+from sana_edge.errors import UserError
+from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
+
+from .checkpoint import default_complex_human_instruction, load_sana_pipeline, resolve_checkpoint
+from .onnx_export import OPSET, convert_to_fp16, count_eps, export_component, model_dims, torch_module
+from .validate import validate_component
+
+PRECISIONS = ("fp32", "fp16")
+# Components whose graphs hold SANA's linear attention (and so its 1e-15 eps).
+LINEAR_ATTENTION_COMPONENTS = ("transformer", "vae_decoder")
+
+
+@dataclass
+class ExportOptions:
+    checkpoint: str
+    out_dir: Path
+    precision: str = "fp32"
+    force: bool = False
+    components: tuple[str, ...] = tuple(COMPONENTS)
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output '{out_dir}' is a file; choose a folder path for -o")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise UserError(f"output folder '{out_dir}' is not empty; pass --force to replace it or choose another -o")
+
+
+@contextlib.contextmanager
+def staging_dir(out_dir: Path):
+    """Yield a fresh sibling folder; on success it replaces `out_dir`, on failure it is removed."""
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    stage.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def tool_versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("torch", "diffusers", "transformers", "onnx", "onnxruntime", "tokenizers"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[package] = md.version(package)
+    return versions
+
+
+def model_values(pipe, dims: dict) -> dict:
+    """Source config values the runtime needs, recorded in the manifest."""
+    from diffusers import SanaPipeline
+
+    return {
+        **dims,
+        "vae_scale_factor": int(2 ** (len(pipe.vae.config.decoder_block_out_channels) - 1)),
+        "vae_scaling_factor": float(pipe.vae.config.scaling_factor),
+        "sample_size": int(pipe.transformer.config.sample_size),
+        "timestep_scale": float(getattr(pipe.transformer.config, "timestep_scale", 1.0)),
+        "flow_shift": float(pipe.scheduler.config.flow_shift),
+        "max_sequence_length": 300,
+        "complex_human_instruction": default_complex_human_instruction(SanaPipeline),
+    }
+
+
+def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print) -> Path:
+    if options.precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{options.precision}'; choose one of {', '.join(PRECISIONS)}")
+    out_dir = Path(options.out_dir)
+    check_out_dir(out_dir, options.force)
+    source = resolve_checkpoint(options.checkpoint)
+
+    def stage(label: str):
+        return _timed_stage(label, log)
+
+    with staging_dir(out_dir) as stage_dir:
+        with stage(f"load checkpoint {source}"):
+            pipe = load_sana_pipeline(source)
+            dims = model_dims(pipe)
+        components = {}
+        for name in options.components:
+            spec = COMPONENTS[name]
+            module = torch_module(spec, pipe)
+            path = stage_dir / spec.file
+            with stage(f"export {name} -> {spec.file}"):
+                export_component(spec, module, dims, path)
+                if options.precision == "fp16":
+                    convert_to_fp16(path, spec)
+            with stage(f"validate {name} against PyTorch ({len(spec.validation_shapes)} shapes)"):
+                report = validate_component(spec, module, path, dims, options.precision)
+            components[name] = _component_entry(spec, path, report)
+        with stage("write tokenizer, scheduler config and manifest"):
+            pipe.tokenizer.save_pretrained(stage_dir / "tokenizer")
+            pipe.scheduler.save_config(stage_dir / "scheduler")
+            files = {
+                str(p.relative_to(stage_dir)): sha256_file(p)
+                for folder in ("tokenizer", "scheduler") for p in sorted((stage_dir / folder).rglob("*")) if p.is_file()
+            }
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "sana_edge_version": __version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "source": str(options.checkpoint),
+                "precision": options.precision,
+                "opset": OPSET,
+                "tool_versions": tool_versions(),
+                "model": model_values(pipe, dims),
+                "tokenizer": "tokenizer/tokenizer.json",
+                "scheduler_config": "scheduler/scheduler_config.json",
+                "files": files,
+                "components": components,
+            }
+            write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
+    log(f"export written to {out_dir}")
+    return out_dir
+
+
+def _component_entry(spec, path: Path, report: list[dict]) -> dict:
+    import onnx
+
+    entry = {
+        "file": spec.file,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "inputs": [{"name": t.name, "dtype": t.dtype, "axes": list(t.axes)} for t in spec.inputs],
+        "outputs": [{"name": t.name, "dtype": t.dtype, "axes": list(t.axes)} for t in spec.outputs],
+        "dynamic_axes": {k: {str(i): a for i, a in v.items()} for k, v in spec.dynamic_axes().items()},
+        "validation": report,
+    }
+    data_file = path.with_name(path.name + ".data")
+    if data_file.exists():
+        entry["external_data"] = {data_file.name: sha256_file(data_file)}
+        entry["bytes"] += data_file.stat().st_size
+    if spec.name in LINEAR_ATTENTION_COMPONENTS:
+        eps_count = count_eps(onnx.load(str(path), load_external_data=False))
+        if eps_count == 0:
+            raise UserError(f"{spec.name} graph lost the linear-attention eps (1e-15); export aborted")
+        entry["linear_attention_eps_constants"] = int(eps_count)
+    return entry
+
+
+@contextlib.contextmanager
+def _timed_stage(label: str, log: Callable[[str], None]):
+    log(f"... {label}")
+    start = time.perf_counter()
+    yield
+    log(f"    done in {time.perf_counter() - start:.1f}s")

@@ -1,0 +1,83 @@
+"""Build a tiny random-weight SANA checkpoint in diffusers layout.
+
+Real diffusers/transformers classes at toy sizes, a Gemma-style BPE tokenizer trained locally on
+a small corpus (with Gemma's special ids <pad>=0 <eos>=1 <bos>=2 <unk>=3 and byte fallback), and
+Sana's Flow-DPM-Solver scheduler config. Tests and `make demo` use it; `sana-edge init-tiny DIR`
+exposes it. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import configs
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
+
+_CORPUS_PROMPTS = [
+    "a red fox sitting in fresh snow at sunrise",
+    "a small green triangle at the top left on a white background",
+    "a large blue circle in the centre on a yellow background",
+    "a cyberpunk city street at night with neon signs and rain",
+    "a bowl of ramen with a soft boiled egg, studio lighting",
+    "portrait of an old sailor with a grey beard, oil painting",
+    "a watercolor landscape of mountains and a quiet lake",
+    "a cat sleeping on a warm sunny windowsill",
+]
+
+
+def _train_tokenizer(corpus: list[str], vocab_size: int):
+    """Train a byte-fallback BPE with Gemma's normalisation; return a transformers tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import GemmaTokenizer
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern="\u2581", behavior="merged_with_next")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + BYTE_TOKENS, show_progress=False
+    )
+    backend.train_from_iterator(corpus, trainer)
+    model = json.loads(backend.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    # add_bos_token=True writes a BOS post-processor into tokenizer.json, as Gemma's has.
+    return GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True)
+
+
+def _corpus() -> list[str]:
+    from diffusers import SanaPipeline
+
+    from .checkpoint import default_complex_human_instruction
+
+    chi = "\n".join(default_complex_human_instruction(SanaPipeline))
+    return [chi] * 4 + _CORPUS_PROMPTS * 4
+
+
+def build_tiny_pipeline(seed: int = 0):
+    """Return a diffusers SanaPipeline with tiny random weights."""
+    import torch
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = _train_tokenizer(_corpus(), vocab_size=configs.TINY_GEMMA2["vocab_size"])
+    torch.manual_seed(seed)
+    transformer = SanaTransformer2DModel(**configs.TINY_TRANSFORMER)
+    vae = AutoencoderDC(**configs.TINY_DCAE)
+    gemma_config = Gemma2Config(**configs.TINY_GEMMA2)
+    gemma_config._attn_implementation = "eager"  # logit soft-capping needs eager attention
+    text_encoder = Gemma2Model(gemma_config)
+    scheduler = DPMSolverMultistepScheduler.from_config(configs.SANA_SCHEDULER_CONFIG)
+    pipe = SanaPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+        transformer=transformer, scheduler=scheduler,
+    )
+    return pipe
+
+
+def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a tiny SANA checkpoint to `out_dir` (diffusers layout) and return the path."""
+    out = Path(out_dir)
+    build_tiny_pipeline(seed).save_pretrained(out, safe_serialization=True)
+    return out

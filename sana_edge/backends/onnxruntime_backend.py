@@ -1,0 +1,56 @@
+"""ONNX Runtime backend: CUDA provider when this onnxruntime build has it, CPU otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def default_providers() -> list[str]:
+    preferred = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    available = available_providers()
+    return [p for p in preferred if p in available] or available
+
+
+class OrtSession:
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self.providers = self._session.get_providers()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        return dict(zip(self.output_names, outputs))
+
+    def close(self) -> None:
+        self._session = None
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
+        self.providers = providers or default_providers()
+        self.threads = threads
+
+    def load(self, path: Path) -> OrtSession:
+        return OrtSession(path, self.providers, self.threads)
+
+    def describe(self) -> str:
+        import onnxruntime as ort
+
+        return f"onnxruntime {ort.__version__} ({', '.join(self.providers)})"

@@ -1,0 +1,155 @@
+"""The `sana-edge` command line. Build-side commands import torch lazily, inside the command."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="SANA text-to-image on exported graphs.")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _require_export_extra():
+    """Import the build side, or explain which extra to install."""
+    try:
+        from .export import exporter  # noqa: F401  (sana_edge.export, installed from export/)
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise UserError(
+            f"this command needs the build-side packages ({exc.name} is missing); "
+            "install them with: pip install 'sana-edge[export]'"
+        ) from None
+
+
+@app.command("init-tiny")
+def init_tiny(
+    out_dir: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
+    seed: int = typer.Option(0, help="Seed for the random weights."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
+):
+    """Write a tiny random-weight SANA checkpoint (diffusers layout) for tests and demos."""
+    _require_export_extra()
+    from .export.exporter import check_out_dir, staging_dir
+    from .export.tiny import write_tiny_checkpoint
+
+    check_out_dir(out_dir, force)
+    with staging_dir(out_dir) as stage:
+        write_tiny_checkpoint(stage, seed=seed)
+    _console().print(f"tiny SANA checkpoint written to {out_dir}")
+
+
+@app.command()
+def export(
+    checkpoint: str = typer.Argument(..., help="diffusers-format SANA folder or hub id."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Export folder to create."),
+    precision: str = typer.Option("fp32", help="fp32 or fp16."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+):
+    """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs."""
+    _require_export_extra()
+    from .export.exporter import ExportOptions, export_checkpoint
+
+    console = _console()
+    export_checkpoint(
+        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force),
+        log=console.print,
+    )
+
+
+@app.command()
+def run(
+    prompt: str = typer.Argument(..., help="What to draw (an empty string is an unconditional prompt)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Export folder made by `sana-edge export`."),
+    output: Path = typer.Option(Path("image.png"), "-o", "--output", help="PNG file to write."),
+    steps: int = typer.Option(20, help="Denoising steps."),
+    guidance: float = typer.Option(4.5, help="Classifier-free guidance scale (<= 1 turns CFG off)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the initial noise (random if omitted)."),
+    height: Optional[int] = typer.Option(None, help="Image height in px, a multiple of 32 (default: model size)."),
+    width: Optional[int] = typer.Option(None, help="Image width in px, a multiple of 32 (default: model size)."),
+    negative_prompt: str = typer.Option("", help="Negative prompt."),
+    latents: Optional[Path] = typer.Option(None, help=".npy file with the initial noise (1, C, H/32, W/32)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
+):
+    """Generate an image from a prompt with an exported model."""
+    import numpy as np
+
+    from .image_io import save_png
+    from .pipeline import SanaEdgePipeline
+
+    if output.suffix.lower() != ".png":
+        raise UserError(f"output '{output}' must end in .png")
+    if not output.parent.exists():
+        raise UserError(f"folder '{output.parent}' for the output does not exist; create it first")
+    initial = None
+    if latents is not None:
+        if not latents.is_file():
+            raise UserError(f"latents file '{latents}' does not exist")
+        initial = np.load(latents)
+    pipe = SanaEdgePipeline.from_export(model, verify=not no_verify)
+    console = _console()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress("denoising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("denoise", total=steps)
+        result = pipe.generate(
+            prompt, negative_prompt=negative_prompt, height=height, width=width, steps=steps,
+            guidance_scale=guidance, seed=seed, latents=initial,
+            on_step=lambda done, total: bar.update(task, completed=done),
+        )
+    image = result.image
+    metadata = {
+        "prompt": prompt, "negative_prompt": negative_prompt, "seed": "latents-file" if initial is not None else result.seed,
+        "steps": steps, "guidance": guidance, "size": f"{image.width}x{image.height}",
+        "precision": pipe.manifest.precision, "model": str(model),
+    }
+    save_png(image, output, metadata)
+    t = result.timings
+    console.print(
+        f"saved {output} ({image.width}x{image.height}, {steps} steps, {pipe.manifest.precision}, seed {metadata['seed']}) "
+        f"| text encoder {t['text_encoder']:.2f}s, denoise {t['denoise']:.2f}s "
+        f"({1000 * t['denoise'] / steps:.0f} ms/step), decode {t['decode']:.2f}s"
+    )
+
+
+@app.command()
+def doctor():
+    """Print versions and which backends/providers this machine can run."""
+    from .doctor import report
+
+    _console().print(report())
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # click's usage errors and aborts
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

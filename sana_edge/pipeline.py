@@ -1,0 +1,149 @@
+"""SanaEdgePipeline: prompt -> image over exported graphs, numpy on the hot path, no torch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import get_backend
+from .components import DECODER, TEXT_ENCODER, TRANSFORMER
+from .errors import UserError
+from .image_io import to_pil
+from .manifest import Manifest, load_manifest
+from .prompt import PromptTokenizer
+from .scheduler import FlowDPMSolver
+
+
+@dataclass
+class GenerationResult:
+    image: object  # PIL.Image.Image
+    latents: np.ndarray  # final latents, before decoding
+    seed: int | None
+    timings: dict = field(default_factory=dict)  # stage -> seconds
+
+
+def check_size(height: int, width: int, multiple: int) -> None:
+    for label, value in (("height", height), ("width", width)):
+        if value <= 0 or value % multiple:
+            raise UserError(f"{label} {value} must be a positive multiple of {multiple} (e.g. {max(multiple, round(value / multiple) * multiple)})")
+
+
+class SanaEdgePipeline:
+    def __init__(self, manifest: Manifest, backend):
+        self.manifest = manifest
+        self.backend = backend
+        model = manifest.model
+        self.tokenizer = PromptTokenizer(
+            manifest.tokenizer_path, model["complex_human_instruction"], model["max_sequence_length"]
+        )
+        self.scheduler_config = manifest.scheduler_config
+        FlowDPMSolver.from_diffusers_config(self.scheduler_config)  # refuse unsupported configs now
+        self._sessions: dict = {}
+
+    @classmethod
+    def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True, **backend_options):
+        return cls(load_manifest(export_dir, verify=verify), get_backend(backend, **backend_options))
+
+    def session(self, name: str):
+        if name not in self._sessions:
+            self._sessions[name] = self.backend.load(self.manifest.component_path(name))
+        return self._sessions[name]
+
+    @property
+    def default_size(self) -> int:
+        model = self.manifest.model
+        return int(model["sample_size"]) * int(model["vae_scale_factor"])
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def encode_prompts(self, prompt: str, negative_prompt: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Caption embeddings and masks, batch [negative, positive] when negative is given."""
+        encoder = self.session(TEXT_ENCODER.name)
+        positive = self.tokenizer.positive(prompt)
+        hidden = encoder.run({"input_ids": positive.input_ids, "attention_mask": positive.attention_mask})
+        embeds, mask = self.tokenizer.select(hidden["last_hidden_state"], positive.attention_mask)
+        if negative_prompt is None:
+            return embeds, mask
+        negative = self.tokenizer.negative(negative_prompt)
+        neg_hidden = encoder.run({"input_ids": negative.input_ids, "attention_mask": negative.attention_mask})
+        return (
+            np.concatenate([neg_hidden["last_hidden_state"], embeds]),
+            np.concatenate([negative.attention_mask, mask]),
+        )
+
+    def denoise(self, latents, embeds, mask, steps, guidance_scale, on_step: Callable | None = None):
+        model = self.manifest.model
+        transformer = self.session(TRANSFORMER.name)
+        solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
+        timesteps = solver.set_timesteps(steps)
+        cfg = embeds.shape[0] == 2
+        for i, t in enumerate(timesteps):
+            model_input = np.concatenate([latents, latents]) if cfg else latents
+            timestep = np.full(model_input.shape[0], float(t) * model["timestep_scale"], np.float32)
+            velocity = transformer.run({
+                "latents": model_input, "encoder_hidden_states": embeds,
+                "encoder_attention_mask": mask, "timestep": timestep,
+            })["velocity"].astype(np.float32, copy=False)
+            if cfg:
+                uncond, cond = velocity[:1], velocity[1:]
+                velocity = uncond + guidance_scale * (cond - uncond)
+            if model["out_channels"] // 2 == model["latent_channels"]:  # learned sigma
+                velocity = velocity[:, : model["latent_channels"]]
+            latents = solver.step(velocity, latents)
+            if on_step:
+                on_step(i + 1, len(timesteps))
+        return latents
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        scaled = (latents / np.float32(self.manifest.model["vae_scaling_factor"])).astype(np.float32)
+        return self.session(DECODER.name).run({"latent": scaled})["image"]
+
+    # -- whole run ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        height: int | None = None,
+        width: int | None = None,
+        steps: int = 20,
+        guidance_scale: float = 4.5,
+        seed: int | None = None,
+        latents: np.ndarray | None = None,
+        on_step: Callable | None = None,
+    ) -> GenerationResult:
+        model = self.manifest.model
+        factor = int(model["vae_scale_factor"])
+        height = height or self.default_size
+        width = width or self.default_size
+        check_size(height, width, factor)
+        if steps < 1:
+            raise UserError(f"steps must be at least 1 (got {steps})")
+        shape = (1, int(model["latent_channels"]), height // factor, width // factor)
+        if latents is None:
+            if seed is None:
+                seed = int(np.random.SeedSequence().entropy % (2**31))
+            latents = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        else:
+            latents = np.asarray(latents, dtype=np.float32)
+            if latents.shape != shape:
+                raise UserError(f"initial latents have shape {latents.shape}, {height}x{width} px needs {shape}")
+
+        timings = {}
+        start = time.perf_counter()
+        embeds, mask = self.encode_prompts(prompt, negative_prompt if guidance_scale > 1.0 else None)
+        timings["text_encoder"] = time.perf_counter() - start
+        start = time.perf_counter()
+        latents = self.denoise(latents, embeds, mask, steps, guidance_scale, on_step)
+        timings["denoise"] = time.perf_counter() - start
+        start = time.perf_counter()
+        image = self.decode(latents)
+        timings["decode"] = time.perf_counter() - start
+        return GenerationResult(to_pil(image), latents, seed, timings)
+
+    def __call__(self, prompt: str, **kwargs):
+        return self.generate(prompt, **kwargs).image
