@@ -20,8 +20,8 @@ from sana_edge.errors import UserError
 from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 
 from .checkpoint import default_complex_human_instruction, load_sana_pipeline, resolve_checkpoint
-from .onnx_export import OPSET, convert_to_fp16, count_eps, export_component, model_dims, torch_module
-from .validate import validate_component
+from .onnx_export import OPSET, as_fp16, count_eps, export_component, model_dims, torch_module
+from .validate import reference_outputs, validate_component
 
 PRECISIONS = ("fp32", "fp16")
 # Components whose graphs hold SANA's linear attention (and so its 1e-15 eps).
@@ -110,12 +110,15 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
             spec = COMPONENTS[name]
             module = torch_module(spec, pipe)
             path = stage_dir / spec.file
-            with stage(f"export {name} -> {spec.file}"):
-                export_component(spec, module, dims, path)
+            with stage(f"run {name} in PyTorch fp32 on {len(spec.validation_shapes)} validation shapes"):
+                references = reference_outputs(spec, module, dims)
+            with stage(f"export {name} -> {spec.file} ({options.precision})"):
                 if options.precision == "fp16":
-                    convert_to_fp16(path, spec)
-            with stage(f"validate {name} against PyTorch ({len(spec.validation_shapes)} shapes)"):
-                report = validate_component(spec, module, path, dims, options.precision)
+                    module = as_fp16(module)
+                export_component(spec, module, dims, path)
+                del module
+            with stage(f"validate {name} with ONNX Runtime"):
+                report = validate_component(spec, path, references, options.precision)
             components[name] = _component_entry(spec, path, report)
         with stage("write tokenizer, scheduler config and manifest"):
             pipe.tokenizer.save_pretrained(stage_dir / "tokenizer")

@@ -23,33 +23,43 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / denom)
 
 
-def validate_component(spec: ComponentSpec, module, path: Path, dims: dict, precision: str) -> list[dict]:
-    """Compare on every validation shape; raise ExportValidationError outside tolerance."""
+def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dict, dict, dict]]:
+    """(binding, feeds, expected outputs) from the fp32 PyTorch module for every validation shape.
+
+    Taken before any precision change, so fp16 exports are judged against fp32 PyTorch."""
     import torch
 
+    references = []
+    for index, binding in enumerate(spec.validation_shapes):
+        feeds = sample_inputs(spec, {**dims, **binding}, seed=index + 1)
+        with torch.no_grad():
+            expected = module(*(torch.from_numpy(feeds[n]) for n in spec.input_names))
+        references.append((binding, feeds, {spec.output_names[0]: expected.float().numpy()}))
+    return references
+
+
+def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str) -> list[dict]:
+    """Run the graph on each reference; raise ExportValidationError outside tolerance."""
     from sana_edge.backends.onnxruntime_backend import OrtSession
 
     session = OrtSession(path, ["CPUExecutionProvider"])
     threshold = spec.min_cosine[precision]
     report = []
-    for index, binding in enumerate(spec.validation_shapes):
-        feeds = sample_inputs(spec, {**dims, **binding}, seed=index + 1)
-        with torch.no_grad():
-            expected = module(*(torch.from_numpy(feeds[n]) for n in spec.input_names))
-        expected = {spec.output_names[0]: expected.float().numpy()}
+    for binding, feeds, expected in references:
         got = session.run(feeds)
         for name in spec.output_names:
             ref, out = expected[name], got[name].astype(np.float32)
+            finite = bool(np.isfinite(out).all())
             entry = {
-                "shape": binding, "output": name, "cosine": cosine(ref, out),
-                "max_abs_diff": float(np.max(np.abs(ref - out))) if np.isfinite(out).all() else float("inf"),
-                "finite": bool(np.isfinite(out).all()),
+                "shape": binding, "output": name, "cosine": cosine(ref, out) if finite else float("nan"),
+                "max_abs_diff": float(np.max(np.abs(ref - out))) if finite else float("inf"),
+                "finite": finite,
             }
             report.append(entry)
-            if not entry["finite"] or not entry["cosine"] >= threshold:
+            if not finite or not entry["cosine"] >= threshold:
                 raise ExportValidationError(
                     f"{spec.name} ({precision}) disagrees with PyTorch at {binding}: cosine "
-                    f"{entry['cosine']:.6f} (need >= {threshold}), finite={entry['finite']}; "
+                    f"{entry['cosine']:.6f} (need >= {threshold}), finite={finite}; "
                     "the export was not written; report this with the checkpoint config"
                 )
     session.close()

@@ -102,13 +102,17 @@ def run(
     console = _console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    with Progress("denoising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("denoise", total=steps)
+    progress = Progress("denoising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    with progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        task = progress.add_task("denoise", total=steps)
         result = pipe.generate(
             prompt, negative_prompt=negative_prompt, height=height, width=width, steps=steps,
             guidance_scale=guidance, seed=seed, latents=initial,
-            on_step=lambda done, total: bar.update(task, completed=done),
+            on_step=lambda done, total: progress.update(task, completed=done),
         )
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     image = result.image
     metadata = {
         "prompt": prompt, "negative_prompt": negative_prompt, "seed": "latents-file" if initial is not None else result.seed,

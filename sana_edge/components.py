@@ -32,9 +32,6 @@ class ComponentSpec:
     validation_shapes: tuple[dict, ...]
     # Minimum cosine similarity against PyTorch per precision.
     min_cosine: dict = field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999})
-    # Node-name regexes kept in fp32 when the graph is converted to fp16 (linear-attention math:
-    # its 1e-15 eps underflows in fp16 and its sums over all tokens overflow).
-    fp32_nodes: tuple[str, ...] = ()
 
     @property
     def file(self) -> str:
@@ -87,7 +84,6 @@ TRANSFORMER = ComponentSpec(
         {"batch": 2, "latent_height": 8, "latent_width": 8, "caption_length": 300},
         {"batch": 1, "latent_height": 4, "latent_width": 6, "caption_length": 300},
     ),
-    fp32_nodes=(r"/attn1/(Relu|MatMul|Pad|Div|Add|Slice|Cast)",),
 )
 
 DECODER = ComponentSpec(
@@ -99,7 +95,6 @@ DECODER = ComponentSpec(
         {"batch": 1, "latent_height": 4, "latent_width": 4},
         {"batch": 1, "latent_height": 2, "latent_width": 3},
     ),
-    fp32_nodes=(r"/attn/(Relu|MatMul|Pad|Div|Add|Slice|Cast)",),
 )
 
 COMPONENTS: dict[str, ComponentSpec] = {c.name: c for c in (TEXT_ENCODER, TRANSFORMER, DECODER)}

@@ -118,8 +118,8 @@ class SanaEdgePipeline:
     ) -> GenerationResult:
         model = self.manifest.model
         factor = int(model["vae_scale_factor"])
-        height = height or self.default_size
-        width = width or self.default_size
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
         check_size(height, width, factor)
         if steps < 1:
             raise UserError(f"steps must be at least 1 (got {steps})")

@@ -1,0 +1,27 @@
+"""Shared fixtures: one tiny random-weight SANA checkpoint and its fp32 export per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    from sana_edge.export.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-sana", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, tmp_path_factory):
+    from sana_edge.export.exporter import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("export") / "tiny-fp32"
+    return export_checkpoint(ExportOptions(str(tiny_checkpoint), out), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def diffusers_pipe(tiny_checkpoint):
+    from sana_edge.export.checkpoint import load_sana_pipeline
+
+    return load_sana_pipeline(tiny_checkpoint)
