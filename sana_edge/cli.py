@@ -109,7 +109,7 @@ def run(
         result = pipe.generate(
             prompt, negative_prompt=negative_prompt, height=height, width=width, steps=steps,
             guidance_scale=guidance, seed=seed, latents=initial,
-            on_step=lambda done, total: progress.update(task, completed=done),
+            on_step=lambda done, total, _latents: progress.update(task, completed=done),
         )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
@@ -157,3 +157,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry_point() -> None:
     sys.exit(main())
+
+
+def _register_late_commands() -> None:
+    """Commands that live in their own modules (kept light: they import heavy deps lazily)."""
+    from .fidelity import eval_command
+
+    app.command("eval")(eval_command)
+
+
+_register_late_commands()

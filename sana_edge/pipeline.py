@@ -76,6 +76,7 @@ class SanaEdgePipeline:
         )
 
     def denoise(self, latents, embeds, mask, steps, guidance_scale, on_step: Callable | None = None):
+        """Run the sampler; `on_step(done, total, latents)` is called after every step."""
         model = self.manifest.model
         transformer = self.session(TRANSFORMER.name)
         solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
@@ -95,7 +96,7 @@ class SanaEdgePipeline:
                 velocity = velocity[:, : model["latent_channels"]]
             latents = solver.step(velocity, latents)
             if on_step:
-                on_step(i + 1, len(timesteps))
+                on_step(i + 1, len(timesteps), latents)
         return latents
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
