@@ -93,3 +93,13 @@ TINY_GEMMA2 = dict(
     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
     max_position_embeddings=2048, sliding_window=2048, query_pre_attn_scalar=16,
 )
+
+# --- mid size: the full Sana-0.6B width with a few layers (quantization fidelity checks) -----
+
+MID_TRANSFORMER = dict(SANA_600M_TRANSFORMER, num_layers=4)
+MID_GEMMA2 = dict(GEMMA2_2B, vocab_size=1024, num_hidden_layers=2)
+
+PRESETS = {
+    "tiny": dict(transformer=TINY_TRANSFORMER, vae=TINY_DCAE, text_encoder=TINY_GEMMA2),
+    "mid": dict(transformer=MID_TRANSFORMER, vae=TINY_DCAE, text_encoder=MID_GEMMA2),
+}

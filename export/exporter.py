@@ -23,7 +23,8 @@ from .checkpoint import default_complex_human_instruction, load_sana_pipeline, r
 from .onnx_export import OPSET, as_fp16, count_eps, export_component, model_dims, torch_module
 from .validate import reference_outputs, validate_component
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+QUANTIZED = ("int8", "int4")
 # Components whose graphs hold SANA's linear attention (and so its 1e-15 eps).
 LINEAR_ATTENTION_COMPONENTS = ("transformer", "vae_decoder")
 
@@ -35,6 +36,7 @@ class ExportOptions:
     precision: str = "fp32"
     force: bool = False
     components: tuple[str, ...] = tuple(COMPONENTS)
+    quant: object = None  # sana_edge.quant.recipes.QuantOptions for int8/int4
 
 
 def check_out_dir(out_dir: Path, force: bool) -> None:
@@ -95,6 +97,16 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
     if options.precision not in PRECISIONS:
         raise UserError(f"unknown precision '{options.precision}'; choose one of {', '.join(PRECISIONS)}")
     out_dir = Path(options.out_dir)
+    quant_options = None
+    if options.precision in QUANTIZED:
+        from sana_edge.quant.recipes import QuantOptions, check_target
+
+        quant_options = options.quant or QuantOptions()
+        quant_options.check()
+        check_target(options.precision, quant_options.target)
+        from sana_edge.quant.calibration import read_prompts
+
+        read_prompts(quant_options.calib_prompts)  # fail on a bad prompt file before any work
     check_out_dir(out_dir, options.force)
     source = resolve_checkpoint(options.checkpoint)
 
@@ -105,7 +117,7 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
         with stage(f"load checkpoint {source}"):
             pipe = load_sana_pipeline(source)
             dims = model_dims(pipe)
-        components = {}
+        components, all_references = {}, {}
         for name in options.components:
             spec = COMPONENTS[name]
             module = torch_module(spec, pipe)
@@ -118,8 +130,10 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
                 export_component(spec, module, dims, path)
                 del module
             with stage(f"validate {name} with ONNX Runtime"):
-                report = validate_component(spec, path, references, options.precision)
+                graph_precision = "fp32" if quant_options else options.precision
+                report = validate_component(spec, path, references, graph_precision)
             components[name] = _component_entry(spec, path, report)
+            all_references[name] = references
         with stage("write tokenizer, scheduler config and manifest"):
             pipe.tokenizer.save_pretrained(stage_dir / "tokenizer")
             pipe.scheduler.save_config(stage_dir / "scheduler")
@@ -141,6 +155,18 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
                 "files": files,
                 "components": components,
             }
+            write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
+        if quant_options:
+            from sana_edge.quant.apply import quantize_export
+
+            with stage(f"quantize to {options.precision} for target {quant_options.target}"):
+                base = manifest["model"]["sample_size"] * manifest["model"]["vae_scale_factor"]
+                manifest["quantization"] = quantize_export(stage_dir, options.precision, quant_options, base, log)
+            for name in options.components:
+                spec = COMPONENTS[name]
+                with stage(f"validate {options.precision} {name} with ONNX Runtime"):
+                    report = validate_component(spec, stage_dir / spec.file, all_references[name], options.precision)
+                components[name] = _component_entry(spec, stage_dir / spec.file, report)
             write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
     log(f"export written to {out_dir}")
     return out_dir

@@ -55,17 +55,19 @@ def _corpus() -> list[str]:
     return [chi] * 4 + _CORPUS_PROMPTS * 4
 
 
-def build_tiny_pipeline(seed: int = 0):
-    """Return a diffusers SanaPipeline with tiny random weights."""
+def build_tiny_pipeline(seed: int = 0, preset: str = "tiny"):
+    """Return a diffusers SanaPipeline with random weights: "tiny" (tests, demo) or "mid" (the
+    full Sana-0.6B width with 4 layers and a 2-layer full-width Gemma-2, for quantization)."""
     import torch
     from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model
 
-    tokenizer = _train_tokenizer(_corpus(), vocab_size=configs.TINY_GEMMA2["vocab_size"])
+    preset_configs = configs.PRESETS[preset]
+    tokenizer = _train_tokenizer(_corpus(), vocab_size=preset_configs["text_encoder"]["vocab_size"])
     torch.manual_seed(seed)
-    transformer = SanaTransformer2DModel(**configs.TINY_TRANSFORMER)
-    vae = AutoencoderDC(**configs.TINY_DCAE)
-    gemma_config = Gemma2Config(**configs.TINY_GEMMA2)
+    transformer = SanaTransformer2DModel(**preset_configs["transformer"])
+    vae = AutoencoderDC(**preset_configs["vae"])
+    gemma_config = Gemma2Config(**preset_configs["text_encoder"])
     gemma_config._attn_implementation = "eager"  # logit soft-capping needs eager attention
     text_encoder = Gemma2Model(gemma_config)
     scheduler = DPMSolverMultistepScheduler.from_config(configs.SANA_SCHEDULER_CONFIG)
@@ -76,8 +78,8 @@ def build_tiny_pipeline(seed: int = 0):
     return pipe
 
 
-def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
-    """Save a tiny SANA checkpoint to `out_dir` (diffusers layout) and return the path."""
+def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
+    """Save a random-weight SANA checkpoint to `out_dir` (diffusers layout) and return the path."""
     out = Path(out_dir)
-    build_tiny_pipeline(seed).save_pretrained(out, safe_serialization=True)
+    build_tiny_pipeline(seed, preset).save_pretrained(out, safe_serialization=True)
     return out

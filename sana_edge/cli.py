@@ -39,15 +39,20 @@ def init_tiny(
     out_dir: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
     seed: int = typer.Option(0, help="Seed for the random weights."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
+    preset: str = typer.Option("tiny", help="tiny (tests, demo) or mid (full 0.6B width, 4 layers)."),
 ):
     """Write a tiny random-weight SANA checkpoint (diffusers layout) for tests and demos."""
     _require_export_extra()
     from .export.exporter import check_out_dir, staging_dir
     from .export.tiny import write_tiny_checkpoint
 
+    from .export.configs import PRESETS
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     check_out_dir(out_dir, force)
     with staging_dir(out_dir) as stage:
-        write_tiny_checkpoint(stage, seed=seed)
+        write_tiny_checkpoint(stage, seed=seed, preset=preset)
     _console().print(f"tiny SANA checkpoint written to {out_dir}")
 
 
@@ -55,16 +60,32 @@ def init_tiny(
 def export(
     checkpoint: str = typer.Argument(..., help="diffusers-format SANA folder or hub id."),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Export folder to create."),
-    precision: str = typer.Option("fp32", help="fp32 or fp16."),
+    precision: str = typer.Option("fp32", help="fp32, fp16, int8 (W8A8, calibrated) or int4 (weight-only)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+    target: str = typer.Option("ort", help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt."),
+    calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
+    calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
+    calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
+    calib_seed: int = typer.Option(0, help="Seed of the calibration noise."),
+    keep_fp: Optional[list[str]] = typer.Option(
+        None, help="Transformer node-name regex to keep unquantized (repeatable; replaces the default list)."),
+    smoothquant_alpha: Optional[float] = typer.Option(None, help="SmoothQuant migration strength in [0, 1] (int8)."),
+    block_size: int = typer.Option(128, help="int4/int8 weight-only block size."),
 ):
     """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs."""
     _require_export_extra()
     from .export.exporter import ExportOptions, export_checkpoint
+    from .quant.recipes import DEFAULT_KEEP_FP, QuantOptions
 
+    quant = QuantOptions(
+        target=target, calib_prompts=calib_prompts, calib_size=calib_size, calib_steps=calib_steps,
+        seed=calib_seed, keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP,
+        smoothquant_alpha=smoothquant_alpha, block_size=block_size,
+    )
+    quant.check()
     console = _console()
     export_checkpoint(
-        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force),
+        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant),
         log=console.print,
     )
 

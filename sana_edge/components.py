@@ -31,7 +31,7 @@ class ComponentSpec:
     # Bindings of the dynamic axes used to validate the export; the first is also the trace shape.
     validation_shapes: tuple[dict, ...]
     # Minimum cosine similarity against PyTorch per precision.
-    min_cosine: dict = field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999})
+    min_cosine: dict = field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99, "int4": 0.95})
 
     @property
     def file(self) -> str:

@@ -123,3 +123,28 @@ def test_long_prompt_warns(capsys, tiny_export, tmp_path):
                  "--steps", "1", "--height", "64", "--width", "64"])
     assert code == 0
     assert "truncated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (("--precision", "int8", "--target", "tflite"), ("tflite", "ort")),
+    (("--precision", "int8", "--calib-size", "0"), ("--calib-size",)),
+    (("--precision", "int8", "--calib-steps", "0"), ("--calib-steps",)),
+    (("--precision", "int4", "--block-size", "100"), ("--block-size",)),
+    (("--precision", "int8", "--smoothquant-alpha", "1.5"), ("--smoothquant-alpha",)),
+])
+def test_export_bad_quant_options(capsys, tiny_checkpoint, tmp_path, extra, needles):
+    code, err = _run(capsys, "export", tiny_checkpoint, "-o", tmp_path / "out", *extra)
+    _assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_calibration_prompt_file_missing_or_empty(capsys, tiny_checkpoint, tmp_path):
+    code, err = _run(capsys, "export", tiny_checkpoint, "-o", tmp_path / "out", "--precision", "int8",
+                     "--calib-prompts", tmp_path / "none.txt")
+    _assert_one_line_error(code, err, "none.txt", "does not exist")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n\n")
+    code, err = _run(capsys, "export", tiny_checkpoint, "-o", tmp_path / "out", "--precision", "int8",
+                     "--calib-prompts", empty)
+    _assert_one_line_error(code, err, "empty.txt", "no prompts")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,111 @@
+"""Graph helpers for quantization: node selection by name pattern, 1x1-conv -> MatMul rewrite,
+and inspection of what a quantized graph actually quantized."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+
+def matching_nodes(model, patterns) -> list[str]:
+    compiled = [re.compile(p) for p in patterns]
+    return [n.name for n in model.graph.node if any(p.search(n.name) for p in compiled)]
+
+
+def _attr(node, name, default):
+    import onnx
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def pointwise_convs_to_matmul(model) -> int:
+    """Rewrite 1x1 convolutions with constant weights (Mix-FFN's inverted and point convs) as
+    Transpose -> MatMul -> Add -> Transpose, so weight-only quantizers that handle MatMul alone
+    (MatMulNBits) reach the FFN weights, which are most of the DiT's parameters.
+    New nodes keep the conv's name as prefix so name-pattern exclusions still apply."""
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    new_nodes, rewritten = [], 0
+    for node in model.graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if weight is None or list(weight.dims[2:]) != [1, 1] or _attr(node, "group", 1) != 1 \
+                or any(s != 1 for s in _attr(node, "strides", [1, 1])) or any(_attr(node, "pads", [0, 0, 0, 0])):
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight)[:, :, 0, 0]  # (O, C)
+        prefix = node.name or node.output[0]
+        w_name = f"{prefix}/as_matmul/weight"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.T), w_name))
+        nhwc, product = f"{prefix}/as_matmul/nhwc", f"{prefix}/as_matmul/product"
+        new_nodes.append(helper.make_node("Transpose", [node.input[0]], [nhwc], name=f"{prefix}/as_matmul/Transpose_in", perm=[0, 2, 3, 1]))
+        new_nodes.append(helper.make_node("MatMul", [nhwc, w_name], [product], name=f"{prefix}/as_matmul/MatMul"))
+        if len(node.input) > 2 and node.input[2]:
+            biased = f"{prefix}/as_matmul/biased"
+            new_nodes.append(helper.make_node("Add", [product, node.input[2]], [biased], name=f"{prefix}/as_matmul/Add"))
+            product = biased
+        new_nodes.append(helper.make_node("Transpose", [product], [node.output[0]], name=f"{prefix}/as_matmul/Transpose_out", perm=[0, 3, 1, 2]))
+        rewritten += 1
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return rewritten
+
+
+QUANTIZED_OPS = {"MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QLinearConv"}
+
+
+def quantized_nodes(model) -> set[str]:
+    """Names of the compute nodes that run on quantized weights: contrib int ops, or MatMul/Conv/
+    Gemm whose weight input comes from a DequantizeLinear (QDQ form)."""
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    found = set()
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            found.add(node.name)
+        elif node.op_type in ("MatMul", "Conv", "Gemm") and len(node.input) > 1 and node.input[1] in dq_outputs:
+            found.add(node.name)
+    return found
+
+
+_REDUCE_WITH_AXES_INPUT_FROM_18 = {
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+}
+
+
+def upgrade_to_opset_21(model) -> None:
+    """Raise the default-domain opset to 21 (int4 types, blocked DequantizeLinear) in place.
+
+    onnx.version_converter would do this but serialises the model, which fails past 2 GB (the
+    full Gemma-2 graph); for the ops in SANA's graphs the only change between opsets 17 and 21
+    is Reduce* taking `axes` as an input instead of an attribute, which is rewritten here."""
+    from onnx import helper, numpy_helper
+
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            if opset.version >= 21:
+                return
+            opset.version = 21
+    for node in model.graph.node:
+        if node.op_type not in _REDUCE_WITH_AXES_INPUT_FROM_18:
+            continue
+        axes = [a for a in node.attribute if a.name == "axes"]
+        if not axes:
+            continue
+        values = np.asarray(helper.get_attribute_value(axes[0]), dtype=np.int64)
+        name = f"{node.name or node.output[0]}/axes"
+        model.graph.initializer.append(numpy_helper.from_array(values, name))
+        node.attribute.remove(axes[0])
+        while len(node.input) < 1:
+            node.input.append("")
+        node.input.insert(1, name)
+    if model.ir_version < 10:
+        model.ir_version = 10

@@ -1,0 +1,139 @@
+"""int8 / int4 exports on the tiny model: they run, exclusions hold, calibration is deterministic,
+the recipe is recorded, TensorRT-flavoured graphs have the forms its parser takes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from sana_edge import SanaEdgePipeline
+from sana_edge.export.exporter import ExportOptions, export_checkpoint
+from sana_edge.manifest import load_manifest, sha256_file
+from sana_edge.quant import graph
+from sana_edge.quant.recipes import DEFAULT_KEEP_FP, QuantOptions
+
+FAST = dict(calib_size=3, calib_steps=3, calib_resolution=64)
+
+
+def _export(checkpoint, out, precision, **quant):
+    options = QuantOptions(**{**FAST, **quant})
+    return export_checkpoint(ExportOptions(str(checkpoint), out, precision=precision, quant=options), log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def int8_export(tiny_checkpoint, tmp_path_factory):
+    return _export(tiny_checkpoint, tmp_path_factory.mktemp("q") / "int8", "int8")
+
+
+@pytest.fixture(scope="module")
+def int4_export(tiny_checkpoint, tmp_path_factory):
+    return _export(tiny_checkpoint, tmp_path_factory.mktemp("q") / "int4", "int4", block_size=32)
+
+
+@pytest.mark.parametrize("which", ["int8_export", "int4_export"])
+def test_quantized_export_generates_finite_images(which, request):
+    export = request.getfixturevalue(which)
+    result = SanaEdgePipeline.from_export(export).generate("a red fox", height=128, width=128, steps=4, seed=0)
+    assert np.isfinite(result.latents).all()
+    assert np.asarray(result.image).std() > 1
+    manifest = load_manifest(export)
+    for entry in manifest.components.values():
+        assert all(v["finite"] for v in entry["validation"])
+
+
+def test_int8_transformer_quantizes_linears_and_keeps_declared_exclusions(int8_export):
+    model = onnx.load(str(int8_export / "transformer.onnx"))
+    quantized = graph.quantized_nodes(model)
+    kept = set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
+    assert kept and not (quantized & kept)
+    for layer in ("attn1/to_q/MatMul", "attn1/to_out.0/MatMul", "attn2/to_q/MatMul", "ff/conv_inverted/Conv", "ff/conv_point/Conv"):
+        assert any(name.endswith(layer) for name in quantized), layer
+    for layer in ("attn2/to_k/MatMul", "attn2/to_v/MatMul", "proj_out/MatMul", "attn1/MatMul"):
+        assert any(name.endswith(layer) for name in kept), layer
+
+
+def test_int4_quantizes_ffn_convs_as_matmul_and_text_encoder(int4_export):
+    model = onnx.load(str(int4_export / "transformer.onnx"))
+    quantized = graph.quantized_nodes(model)
+    assert any("conv_inverted/Conv/as_matmul" in n for n in quantized)
+    assert not quantized & set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
+    text = onnx.load(str(int4_export / "text_encoder.onnx"))
+    ops = {n.op_type for n in text.graph.node}
+    assert {"MatMulNBits", "GatherBlockQuantized"} <= ops
+
+
+def test_keep_fp_is_the_users_to_change(tiny_checkpoint, tmp_path):
+    export = _export(tiny_checkpoint, tmp_path / "keep", "int8", keep_fp=DEFAULT_KEEP_FP + (r"/ff/",))
+    quantized = graph.quantized_nodes(onnx.load(str(export / "transformer.onnx")))
+    assert quantized and not any("/ff/" in n for n in quantized)
+    recipe = load_manifest(export).data["quantization"]
+    assert r"/ff/" in recipe["keep_fp"]
+
+
+def test_calibration_is_deterministic(int8_export, tiny_checkpoint, tmp_path):
+    again = _export(tiny_checkpoint, tmp_path / "again", "int8")
+    assert sha256_file(again / "transformer.onnx") == sha256_file(int8_export / "transformer.onnx")
+    first, second = (load_manifest(p).data["quantization"] for p in (int8_export, again))
+    assert first["calibration_sha256"] == second["calibration_sha256"] is not None
+    other_seed = _export(tiny_checkpoint, tmp_path / "seed1", "int8", seed=1)
+    assert load_manifest(other_seed).data["quantization"]["calibration_sha256"] != first["calibration_sha256"]
+
+
+def test_manifest_records_recipe(int8_export, int4_export):
+    int8 = load_manifest(int8_export)
+    assert int8.precision == "int8"
+    recipe = int8.data["quantization"]
+    assert recipe["transformer"] == "w8a8_static" and recipe["target"] == "ort"
+    assert recipe["calib_size"] == 3 and recipe["keep_fp"] == list(DEFAULT_KEEP_FP)
+    assert load_manifest(int4_export).data["quantization"]["block_size"] == 32
+
+
+def test_smoothquant_keeps_the_fp32_function(tiny_export, tmp_path):
+    """Smoothing alone (no quantization) must not change what the graph computes."""
+    import onnxruntime as ort
+
+    from sana_edge.components import TRANSFORMER, sample_inputs
+    from sana_edge.quant.smoothquant import smooth
+
+    path = tmp_path / "transformer.onnx"
+    path.write_bytes((tiny_export / "transformer.onnx").read_bytes())
+    dims = {"latent_channels": 32, "out_channels": 32, "caption_channels": 32}
+    feeds = [sample_inputs(TRANSFORMER, {**dims, **shape}, seed=i) for i, shape in enumerate(TRANSFORMER.validation_shapes)]
+    model = onnx.load(str(path))
+    excluded = set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
+    assert smooth(model, path, feeds, alpha=0.5, excluded=excluded) > 0
+    before = ort.InferenceSession(str(path)).run(None, feeds[1])[0]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, feeds[1])[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+    assert any(n.name.endswith("/SmoothQuant/Mul") for n in model.graph.node)
+
+
+def test_int8_with_smoothquant_runs(tiny_checkpoint, tmp_path):
+    export = _export(tiny_checkpoint, tmp_path / "sq", "int8", smoothquant_alpha=0.5)
+    recipe = load_manifest(export).data["quantization"]
+    assert recipe["smoothquant_alpha"] == 0.5 and recipe["components"]["transformer"]["smoothquant_tensors"] > 0
+    image = SanaEdgePipeline.from_export(export)("a fox", height=64, width=64, steps=2, seed=0)
+    assert np.asarray(image).std() > 0
+
+
+def test_tensorrt_target_graph_forms(tiny_checkpoint, tmp_path):
+    int8 = onnx.load(str(_export(tiny_checkpoint, tmp_path / "trt8", "int8", target="tensorrt") / "transformer.onnx"))
+    initializers = {t.name: t for t in int8.graph.initializer}
+    for node in int8.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            data_type = initializers[node.input[0]].data_type if node.input[0] in initializers else None
+            assert data_type != onnx.TensorProto.INT32, "bias must not be quantized for TensorRT"
+            if len(node.input) > 2 and node.input[2] in initializers:
+                zero_point = onnx.numpy_helper.to_array(initializers[node.input[2]])
+                assert zero_point.dtype == np.int8 and not zero_point.any(), "symmetric int8 only"
+    int4_dir = _export(tiny_checkpoint, tmp_path / "trt4", "int4", target="tensorrt", block_size=16)
+    for name in ("transformer.onnx", "text_encoder.onnx"):
+        model = onnx.load(str(int4_dir / name))
+        ops = {n.op_type for n in model.graph.node}
+        assert "MatMulNBits" not in ops and "GatherBlockQuantized" not in ops
+        blocked = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                   and any(a.name == "block_size" for a in n.attribute)]
+        assert blocked, name
+    image = SanaEdgePipeline.from_export(int4_dir)("a fox", height=64, width=64, steps=2, seed=0)
+    assert np.asarray(image).std() > 0
