@@ -8,19 +8,11 @@ import numpy as np
 
 from sana_edge.components import ComponentSpec, sample_inputs
 from sana_edge.errors import UserError
+from sana_edge.fidelity import cosine
 
 
 class ExportValidationError(UserError):
     """The exported graph disagrees with PyTorch (or gives non-finite values)."""
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).ravel()
-    b = b.astype(np.float64).ravel()
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    if denom == 0:
-        return 1.0 if np.array_equal(a, b) else 0.0
-    return float(a @ b / denom)
 
 
 def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dict, dict, dict]]:

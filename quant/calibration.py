@@ -14,20 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sana_edge.errors import UserError
+from sana_edge.prompt import read_prompt_file
 
 SHIPPED_PROMPTS = Path(__file__).with_name("calibration_prompts.txt")
 
 
 def read_prompts(path: Path | None) -> list[str]:
-    path = Path(path) if path else SHIPPED_PROMPTS
-    if not path.is_file():
-        raise UserError(f"calibration prompt file '{path}' does not exist; pass a text file with one prompt per line")
-    prompts = [line.strip() for line in path.read_text().splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise UserError(f"calibration prompt file '{path}' holds no prompts; write one prompt per line")
-    return prompts
+    """The calibration prompts: the file given, or the shipped set."""
+    return read_prompt_file(Path(path) if path else SHIPPED_PROMPTS, "calibration prompt")
 
 
 class _Recorder:

@@ -21,6 +21,7 @@ import typer
 
 from .components import TEXT_ENCODER, TRANSFORMER
 from .errors import UserError
+from .prompt import read_prompt_file
 
 DEFAULT_PROMPTS = (
     "a red fox sitting in fresh snow at sunrise",
@@ -114,14 +115,7 @@ def ssim(ref_uint8: np.ndarray, test_uint8: np.ndarray) -> float:
 
 
 def read_prompts(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are ignored."""
-    if not path.is_file():
-        raise UserError(f"prompts file '{path}' does not exist; pass a text file with one prompt per line")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    prompts = [line for line in lines if line and not line.startswith("#")]
-    if not prompts:
-        raise UserError(f"prompts file '{path}' has no prompts (blank lines and # comments are ignored); add one prompt per line")
-    return prompts
+    return read_prompt_file(path, "prompts")
 
 
 def _check_settings(prompts, steps: int, seed: int) -> None:
@@ -145,13 +139,6 @@ def _check_comparable(manifest_a, manifest_b, size: int) -> None:
     factor = int(manifest_a.model["vae_scale_factor"])
     if size <= 0 or size % factor:
         raise UserError(f"size {size} must be a positive multiple of {factor}, the exports' VAE scale factor (e.g. {max(factor, round(size / factor) * factor)})")
-
-
-def _transformer_feeds(pipe, latents, embeds, mask, timestep) -> dict:
-    """The transformer inputs `pipe.denoise` builds at one step (CFG doubles the latents)."""
-    model_input = np.concatenate([latents, latents]) if embeds.shape[0] == 2 else latents
-    t = np.full(model_input.shape[0], float(timestep) * pipe.manifest.model["timestep_scale"], np.float32)
-    return {"latents": model_input, "encoder_hidden_states": embeds, "encoder_attention_mask": mask, "timestep": t}
 
 
 def _text_encoder_cosine(pipe_a, pipe_b, prompt: str) -> float:
@@ -214,7 +201,7 @@ def compare_exports(
         transformer_cosines = {}
         for step in probe_steps:
             step_input = noise if step == 0 else latents_a[step - 1]  # latents entering `step`
-            feeds = _transformer_feeds(pipe_a, step_input, embeds, mask, timesteps[step])
+            feeds = pipe_a.transformer_feeds(step_input, embeds, mask, timesteps[step])
             outputs = [p.session(TRANSFORMER.name).run(feeds)["velocity"] for p in (pipe_a, pipe_b)]
             transformer_cosines[str(step + 1)] = cosine(*outputs)  # 1-based, as on_step counts
 

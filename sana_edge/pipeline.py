@@ -75,6 +75,12 @@ class SanaEdgePipeline:
             np.concatenate([negative.attention_mask, mask]),
         )
 
+    def transformer_feeds(self, latents, embeds, mask, timestep) -> dict:
+        """The transformer's inputs at one step (CFG: the latents doubled, batch [neg, pos])."""
+        model_input = np.concatenate([latents, latents]) if embeds.shape[0] == 2 else latents
+        t = np.full(model_input.shape[0], float(timestep) * self.manifest.model["timestep_scale"], np.float32)
+        return {"latents": model_input, "encoder_hidden_states": embeds, "encoder_attention_mask": mask, "timestep": t}
+
     def denoise(self, latents, embeds, mask, steps, guidance_scale, on_step: Callable | None = None):
         """Run the sampler; `on_step(done, total, latents)` is called after every step."""
         model = self.manifest.model
@@ -83,12 +89,8 @@ class SanaEdgePipeline:
         timesteps = solver.set_timesteps(steps)
         cfg = embeds.shape[0] == 2
         for i, t in enumerate(timesteps):
-            model_input = np.concatenate([latents, latents]) if cfg else latents
-            timestep = np.full(model_input.shape[0], float(t) * model["timestep_scale"], np.float32)
-            velocity = transformer.run({
-                "latents": model_input, "encoder_hidden_states": embeds,
-                "encoder_attention_mask": mask, "timestep": timestep,
-            })["velocity"].astype(np.float32, copy=False)
+            feeds = self.transformer_feeds(latents, embeds, mask, t)
+            velocity = transformer.run(feeds)["velocity"].astype(np.float32, copy=False)
             if cfg:
                 uncond, cond = velocity[:1], velocity[1:]
                 velocity = uncond + guidance_scale * (cond - uncond)

@@ -13,6 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
+
+def read_prompt_file(path: Path, what: str = "prompts") -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file '{path}' does not exist; pass a text file with one prompt per line")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    if not prompts:
+        raise UserError(f"{what} file '{path}' holds no prompts (blank lines and # comments are ignored); add one prompt per line")
+    return prompts
+
 
 @dataclass
 class TokenizedPrompt:
