@@ -47,26 +47,36 @@ def w8a8_static(path: Path, options: QuantOptions, feeds: list[dict], keep_fp) -
     large = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
     del model
     tmp = path.with_name(path.stem + ".int8.onnx")
-    quantize_static(
-        str(path), str(tmp), FeedReader(feeds), quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-        use_external_data_format=large,
-        extra_options={
-            "ActivationSymmetric": True, "WeightSymmetric": True,
-            # fold ranges every few batches instead of holding every intermediate tensor of every
-            # calibration batch (that ran out of 24 GB on the full-width DiT)
-            "CalibMaxIntermediateOutputs": 4,
-            # TensorRT's parser refuses int32-quantized bias; ORT fuses it either way.
-            "QuantizeBias": options.target != "tensorrt",
-        },
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" advice: measured, not needed here
+    # Activations: TensorRT takes symmetric int8 only. On ORT CPU (x86) the S8S8 kernels ran the
+    # mid-size DiT at 1.5x fp32 latency, U8S8 (uint8 asymmetric activations) at 0.52x with the
+    # same cosine (0.99944 vs 0.99941), so the ORT target uses uint8 asymmetric activations.
+    tensorrt = options.target == "tensorrt"
+    try:
+        quantize_static(
+            str(path), str(tmp), FeedReader(feeds), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+            use_external_data_format=large,
+            extra_options={
+                "ActivationSymmetric": tensorrt, "WeightSymmetric": True,
+                # TensorRT's parser refuses int32-quantized bias; ORT fuses it either way.
+                "QuantizeBias": not tensorrt,
+            },
+        )
+    finally:
+        root.setLevel(level)
     model = onnx.load(str(tmp))
     for leftover in tmp.parent.glob(tmp.name + "*"):
         leftover.unlink()
+    kept_int8 = graph.store_weights_int8(model, set(excluded))
     _save(model, path)
-    return {"method": "w8a8_static", "excluded_nodes": len(excluded), "smoothquant_tensors": smoothed}
+    return {"method": "w8a8_static", "activations": "int8 symmetric" if tensorrt else "uint8 asymmetric",
+            "excluded_nodes": len(excluded), "excluded_weights_stored_int8": kept_int8,
+            "smoothquant_tensors": smoothed}
 
 
 def weight_only(bits: int) -> Callable:
@@ -123,7 +133,7 @@ def quantize_export(stage_dir: Path, precision: str, options: QuantOptions, base
         prompts = read_prompts(options.calib_prompts)[: options.calib_size]
         resolution = options.calib_resolution or max(32, base_size // 2 // 32 * 32)
         log(f"... calibrating on {len(prompts)} prompts x {options.calib_steps} steps at {resolution} px")
-        feeds = collect(stage_dir, prompts, options.calib_steps, resolution, options.seed, log=lambda _: None)
+        feeds = collect(stage_dir, prompts, options.calib_steps, resolution, options.seed, log=log)
         digest = calibration_hash(prompts, options.calib_steps, resolution, options.seed)
     per_component = {}
     for component in ("transformer", "text_encoder", "vae_decoder"):

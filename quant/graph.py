@@ -62,6 +62,17 @@ def pointwise_convs_to_matmul(model) -> int:
 QUANTIZED_OPS = {"MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QLinearConv"}
 
 
+def activation_quantized_nodes(model) -> set[str]:
+    """Compute nodes that run on quantized activations (W8A8): MatMul/Conv/Gemm whose data input
+    comes through a DequantizeLinear, or onnxruntime's integer ops."""
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {
+        n.name for n in model.graph.node
+        if n.op_type in {"QLinearMatMul", "QLinearConv", "MatMulInteger", "DynamicQuantizeMatMul"}
+        or (n.op_type in ("MatMul", "Conv", "Gemm") and n.input[0] in dq_outputs)
+    }
+
+
 def quantized_nodes(model) -> set[str]:
     """Names of the compute nodes that run on quantized weights: contrib int ops, or MatMul/Conv/
     Gemm whose weight input comes from a DequantizeLinear (QDQ form)."""
@@ -109,3 +120,48 @@ def upgrade_to_opset_21(model) -> None:
         node.input.insert(1, name)
     if model.ir_version < 10:
         model.ir_version = 10
+
+
+def store_weights_int8(model, node_names: set[str]) -> int:
+    """Weight-only int8 storage for the given float nodes: their constant weight becomes a
+    per-output-channel symmetric int8 initializer behind a DequantizeLinear. The node still
+    computes in floating point on float activations; only the stored weight is 8-bit. Used for
+    the layers W8A8 keeps out (their activations are what is sensitive), so that keeping them
+    does not keep the file large (the adaLN timestep MLP alone is 1152 x 6912)."""
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    new_nodes, converted = [], 0
+    for node in model.graph.node:
+        weight = initializers.get(node.input[1]) if len(node.input) > 1 else None
+        if node.name not in node_names or node.op_type not in ("MatMul", "Gemm", "Conv") or weight is None \
+                or consumers[weight.name] != 1 or weight.data_type != 1 or len(weight.dims) < 2:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight)
+        transposed = node.op_type == "Gemm" and _attr(node, "transB", 0)
+        axis = 1 if node.op_type == "MatMul" or (node.op_type == "Gemm" and not transposed) else 0
+        reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
+        scale = np.maximum(np.abs(w).max(axis=reduce_axes), 1e-12) / 127.0
+        shaped = scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])
+        q = np.clip(np.round(w / shaped), -127, 127).astype(np.int8)
+        base = f"{node.name}/weight_int8"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(q, f"{base}/quantized"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{base}/scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}/zero_point"),
+        ])
+        new_nodes.append(helper.make_node(
+            "DequantizeLinear", [f"{base}/quantized", f"{base}/scale", f"{base}/zero_point"], [f"{base}/dequantized"],
+            name=f"{base}/DequantizeLinear", axis=axis))
+        node.input[1] = f"{base}/dequantized"
+        new_nodes.append(node)
+        model.graph.initializer.remove(weight)
+        converted += 1
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    return converted

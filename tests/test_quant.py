@@ -44,9 +44,11 @@ def test_quantized_export_generates_finite_images(which, request):
 
 def test_int8_transformer_quantizes_linears_and_keeps_declared_exclusions(int8_export):
     model = onnx.load(str(int8_export / "transformer.onnx"))
-    quantized = graph.quantized_nodes(model)
+    quantized = graph.activation_quantized_nodes(model)
     kept = set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
     assert kept and not (quantized & kept)
+    # kept layers compute on float activations; their weights are stored as per-channel int8
+    assert {"/model/proj_out/MatMul", "/model/time_embed/linear/Gemm"} <= graph.quantized_nodes(model)
     for layer in ("attn1/to_q/MatMul", "attn1/to_out.0/MatMul", "attn2/to_q/MatMul", "ff/conv_inverted/Conv", "ff/conv_point/Conv"):
         assert any(name.endswith(layer) for name in quantized), layer
     for layer in ("attn2/to_k/MatMul", "attn2/to_v/MatMul", "proj_out/MatMul", "attn1/MatMul"):
@@ -65,7 +67,7 @@ def test_int4_quantizes_ffn_convs_as_matmul_and_text_encoder(int4_export):
 
 def test_keep_fp_is_the_users_to_change(tiny_checkpoint, tmp_path):
     export = _export(tiny_checkpoint, tmp_path / "keep", "int8", keep_fp=DEFAULT_KEEP_FP + (r"/ff/",))
-    quantized = graph.quantized_nodes(onnx.load(str(export / "transformer.onnx")))
+    quantized = graph.activation_quantized_nodes(onnx.load(str(export / "transformer.onnx")))
     assert quantized and not any("/ff/" in n for n in quantized)
     recipe = load_manifest(export).data["quantization"]
     assert r"/ff/" in recipe["keep_fp"]

@@ -1,0 +1,178 @@
+"""What each precision costs: fp16 / int8 / int4 exports of the mid-size model (full Sana-0.6B
+width, 4 DiT layers, 2-layer full-width Gemma-2; random weights) against fp32.
+
+    python -m benchmarks.quant_fidelity [--size 512] [--steps 20] [--prompts 4] [--work build/bench-quant]
+
+Measures, in one run: graph sizes; transformer single-step cosine vs fp32 on held-out trajectory
+inputs (prompts and seeds not used for calibration); ORT CPU per-step latency at batch 2
+(interleaved, median); end-to-end `sana-edge eval` (per-step latent SQNR, PSNR, SSIM).
+Writes benchmarks/results/quant_fidelity.json and fidelity.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+# Held out: none of these is in quant/calibration_prompts.txt, and the seeds differ too.
+HELD_OUT_PROMPTS = (
+    "a lighthouse keeper reading by candle light",
+    "three origami cranes on a black table",
+    "an orange tram climbing a steep street in Lisbon",
+    "a frozen waterfall in a quiet pine forest",
+)
+HELD_OUT_SEED = 1000
+
+
+def prepare_exports(work: Path, log=print) -> dict[str, Path]:
+    """Mid-size checkpoint and its exports, built once and reused (delete `work` to rebuild)."""
+    from sana_edge.export.exporter import ExportOptions, export_checkpoint
+    from sana_edge.export.tiny import write_tiny_checkpoint
+
+    checkpoint = work / "mid-checkpoint"
+    if not (checkpoint / "model_index.json").exists():
+        write_tiny_checkpoint(checkpoint, seed=0, preset="mid")
+    exports = {}
+    for precision in PRECISIONS:
+        out = work / f"mid-{precision}"
+        if not (out / "manifest.json").exists():
+            start = time.perf_counter()
+            export_checkpoint(ExportOptions(str(checkpoint), out, precision=precision, force=True), log=lambda _: None)
+            log(f"exported {precision} in {time.perf_counter() - start:.0f}s")
+        exports[precision] = out
+    return exports
+
+
+def held_out_transformer_inputs(export: Path, size: int, steps: int) -> list[dict]:
+    """Transformer feeds of fp32 trajectories on held-out prompts, at every 4th step."""
+    from sana_edge import SanaEdgePipeline
+    from sana_edge.scheduler import FlowDPMSolverConfig, flow_schedule
+
+    pipe = SanaEdgePipeline.from_export(export, verify=False)
+    feeds = []
+    for index, prompt in enumerate(HELD_OUT_PROMPTS[:2]):
+        embeds, mask = pipe.encode_prompts(prompt, "")
+        seen = []
+        rng = np.random.default_rng(HELD_OUT_SEED + index)
+        latents = rng.standard_normal((1, 32, size // 32, size // 32), dtype=np.float32)
+        pipe.denoise(latents, embeds, mask, steps, 4.5, on_step=lambda done, total, x: seen.append(x))
+        timesteps, _ = flow_schedule(FlowDPMSolverConfig.from_diffusers(pipe.scheduler_config), steps)
+        starts = [latents] + seen[:-1]
+        for step in range(0, steps, 4):
+            feeds.append(pipe.transformer_feeds(starts[step], embeds, mask, timesteps[step]))
+    return feeds
+
+
+def transformer_checks(exports: dict, feeds: list[dict], repeats: int) -> dict:
+    from sana_edge.backends.onnxruntime_backend import OrtSession
+    from sana_edge.fidelity import cosine
+
+    sessions = {p: OrtSession(exports[p] / "transformer.onnx", ["CPUExecutionProvider"]) for p in PRECISIONS}
+    reference = [sessions["fp32"].run(f)["velocity"] for f in feeds]
+    result = {}
+    for precision, session in sessions.items():
+        outputs = [session.run(f)["velocity"] for f in feeds]
+        result[precision] = {"transformer_cosine_min": min(cosine(r, o) for r, o in zip(reference, outputs)),
+                             "transformer_cosine_mean": float(np.mean([cosine(r, o) for r, o in zip(reference, outputs)]))}
+    timing_feed = feeds[0]
+    times = {p: [] for p in PRECISIONS}
+    for precision, session in sessions.items():
+        session.run(timing_feed)  # warm-up
+    for _ in range(repeats):  # interleaved
+        for precision, session in sessions.items():
+            start = time.perf_counter()
+            session.run(timing_feed)
+            times[precision].append(time.perf_counter() - start)
+    for precision in PRECISIONS:
+        result[precision]["step_ms_median"] = 1000 * statistics.median(times[precision])
+        result[precision]["step_ms_all"] = [round(1000 * t, 1) for t in times[precision]]
+    return result
+
+
+def file_bytes(export: Path, component: str) -> int:
+    return sum(p.stat().st_size for p in export.glob(f"{component}.onnx*"))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--work", type=Path, default=Path("build/bench-quant"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    from sana_edge.fidelity import compare_exports, json_safe
+    from sana_edge.manifest import load_manifest
+
+    exports = prepare_exports(args.work)
+    feeds = held_out_transformer_inputs(exports["fp32"], args.size, args.steps)
+    per_precision = transformer_checks(exports, feeds, args.repeats)
+    for precision in PRECISIONS:
+        entry = per_precision[precision]
+        for component in ("transformer", "text_encoder", "vae_decoder"):
+            entry[f"{component}_bytes"] = file_bytes(exports[precision], component)
+            entry[f"{component}_size_vs_fp32"] = entry[f"{component}_bytes"] / file_bytes(exports["fp32"], component)
+        entry["step_latency_vs_fp32"] = entry["step_ms_median"] / per_precision["fp32"]["step_ms_median"]
+        if precision != "fp32":
+            comparison = compare_exports(exports["fp32"], exports[precision], list(HELD_OUT_PROMPTS[: args.prompts]),
+                                         size=args.size, steps=args.steps, seed=HELD_OUT_SEED)
+            entry["eval"] = comparison["summary"]
+        entry["recipe"] = load_manifest(exports[precision], verify=False).data.get("quantization")
+    result = {
+        "benchmark": "quant_fidelity",
+        "model": "mid-size SANA: Sana-0.6B width (1152) with 4 DiT layers, 2-layer Gemma-2 (2304), tiny DC-AE; random weights",
+        "size_px": args.size, "steps": args.steps, "held_out_prompts": list(HELD_OUT_PROMPTS[: args.prompts]),
+        "transformer_inputs": len(feeds), "precisions": per_precision,
+        "command": "python -m benchmarks.quant_fidelity " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quant_fidelity.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    (args.out / "fidelity.md").write_text(render(result))
+    print(render(result))
+    return result
+
+
+def render(result: dict) -> str:
+    rows = [
+        "# Fidelity and cost of each precision (mid-size SANA, random weights)",
+        "",
+        f"{result['model']}. {result['size_px']} px, {result['steps']} steps, guidance 4.5, "
+        f"{len(result['held_out_prompts'])} held-out prompts; transformer checks on "
+        f"{result['transformer_inputs']} held-out trajectory inputs (batch 2, CFG).",
+        "",
+        "| precision | DiT size vs fp32 | text enc. size vs fp32 | DiT step (ms, median) | vs fp32 | DiT cosine min | final latent SQNR (dB) | PSNR (dB) | SSIM |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for precision, e in result["precisions"].items():
+        ev = e.get("eval") or {}
+
+        def get(key, digits=2):
+            value = (ev.get(key) or {}).get("mean") if isinstance(ev.get(key), dict) else ev.get(key)
+            return "-" if value is None else (str(value) if isinstance(value, str) else f"{value:.{digits}f}")
+
+        rows.append(
+            f"| {precision} | {e['transformer_size_vs_fp32']:.0%} | {e['text_encoder_size_vs_fp32']:.0%} | "
+            f"{e['step_ms_median']:.0f} | {e['step_latency_vs_fp32']:.2f}x | {e['transformer_cosine_min']:.5f} | "
+            f"{get('final_latent_sqnr_db')} | {get('psnr_db')} | {get('ssim', 4)} |"
+        )
+    rows += ["", "Per-step latent SQNR vs fp32 (dB, mean over prompts), step 1 -> last:", ""]
+    for precision, e in result["precisions"].items():
+        steps = (e.get("eval") or {}).get("latent_sqnr_db_per_step")
+        if steps:
+            rows.append(f"- {precision}: " + ", ".join(s if isinstance(s, str) else f"{s:.1f}" for s in steps))
+    rows += ["", f"Command: `{result['command'].strip()}`", ""]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
