@@ -10,6 +10,7 @@ for SANA is done here: the 1x1-conv -> MatMul rewrite (graph.py) and the exclusi
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,16 +96,24 @@ def weight_only(bits: int) -> Callable:
             graph.upgrade_to_opset_21(model)
         quantizer = MatMulNBitsQuantizer(
             model, bits=bits, block_size=options.block_size, is_symmetric=True,
+            # int8 compute on the fly in ORT's kernels: mid-size DiT step 0.71x fp32 latency
+            # instead of 0.94x at accuracy level 0 (float compute), cosine within 1e-4
+            accuracy_level=4 if ort_target else None,
             nodes_to_exclude=excluded,
             # Gather -> GatherBlockQuantized shrinks the text encoder's embedding table; an ORT
             # contrib op, so the TensorRT target keeps it in float and uses DequantizeLinear.
             op_types_to_quantize=op_types,
             quant_format=QuantFormat.QOperator if ort_target else QuantFormat.QDQ,
         )
-        quantizer.process()
-        _save(quantizer.model.model, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # its 0/0 on all-zero blocks is masked
+            quantizer.process()
+        quantized = quantizer.model.model
+        kept_int8 = graph.store_weights_int8(quantized, set(excluded))
+        _save(quantized, path)
         return {"method": f"weight_only_int{bits}", "block_size": options.block_size,
-                "convs_as_matmul": rewritten, "excluded_nodes": len(excluded)}
+                "convs_as_matmul": rewritten, "excluded_nodes": len(excluded),
+                "excluded_weights_stored_int8": kept_int8}
 
     return quantize
 

@@ -148,3 +148,10 @@ def test_export_calibration_prompt_file_missing_or_empty(capsys, tiny_checkpoint
                      "--calib-prompts", empty)
     _assert_one_line_error(code, err, "empty.txt", "no prompts")
     assert not (tmp_path / "out").exists()
+
+
+def test_doctor_reports_versions_and_providers(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime providers: " in out and "CPUExecutionProvider" in out
+    assert "torch" in out and "tensorrt" in out

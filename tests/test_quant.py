@@ -57,9 +57,10 @@ def test_int8_transformer_quantizes_linears_and_keeps_declared_exclusions(int8_e
 
 def test_int4_quantizes_ffn_convs_as_matmul_and_text_encoder(int4_export):
     model = onnx.load(str(int4_export / "transformer.onnx"))
-    quantized = graph.quantized_nodes(model)
-    assert any("conv_inverted/Conv/as_matmul" in n for n in quantized)
-    assert not quantized & set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
+    int4 = {n.name for n in model.graph.node if n.op_type == "MatMulNBits"}
+    assert any("conv_inverted/Conv/as_matmul" in n for n in int4)
+    assert not int4 & set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
+    assert not graph.activation_quantized_nodes(model)  # weight-only: activations stay float
     text = onnx.load(str(int4_export / "text_encoder.onnx"))
     ops = {n.op_type for n in text.graph.node}
     assert {"MatMulNBits", "GatherBlockQuantized"} <= ops
