@@ -37,6 +37,7 @@ class ExportOptions:
     force: bool = False
     components: tuple[str, ...] = tuple(COMPONENTS)
     quant: object = None  # sana_edge.quant.recipes.QuantOptions for int8/int4
+    engines: object = None  # sana_edge.export.engine.EngineRange: also build TensorRT engines
 
 
 def check_out_dir(out_dir: Path, force: bool) -> None:
@@ -89,6 +90,10 @@ def model_values(pipe, dims: dict) -> dict:
         "timestep_scale": float(getattr(pipe.transformer.config, "timestep_scale", 1.0)),
         "flow_shift": float(pipe.scheduler.config.flow_shift),
         "max_sequence_length": 300,
+        # For the memory planner's activation estimates (sana_edge.planner).
+        "decoder_block_out_channels": [int(c) for c in pipe.vae.config.decoder_block_out_channels],
+        "transformer_inner_dim": int(pipe.transformer.config.num_attention_heads * pipe.transformer.config.attention_head_dim),
+        "mlp_ratio": float(pipe.transformer.config.mlp_ratio),
         "complex_human_instruction": default_complex_human_instruction(SanaPipeline),
     }
 
@@ -107,6 +112,14 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
         from sana_edge.quant.calibration import read_prompts
 
         read_prompts(quant_options.calib_prompts)  # fail on a bad prompt file before any work
+    flavor = None
+    if options.engines is not None:
+        from sana_edge.backends.trt_flavor import import_tensorrt
+
+        flavor = import_tensorrt()  # fail before any work when no TensorRT is installed
+        options.engines.check(32)
+        if quant_options and quant_options.target != "tensorrt":
+            raise UserError("TensorRT engines need graphs quantized for TensorRT; pass --target tensorrt (or omit --target)")
     check_out_dir(out_dir, options.force)
     source = resolve_checkpoint(options.checkpoint)
 
@@ -167,6 +180,18 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
                 with stage(f"validate {options.precision} {name} with ONNX Runtime"):
                     report = validate_component(spec, stage_dir / spec.file, all_references[name], options.precision)
                 components[name] = _component_entry(spec, stage_dir / spec.file, report)
+            write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
+        if flavor is not None:
+            from sana_edge.prompt import PromptTokenizer
+
+            from .engine import build_engines
+
+            model = manifest["model"]
+            tokenizer = PromptTokenizer(stage_dir / manifest["tokenizer"], model["complex_human_instruction"],
+                                        model["max_sequence_length"])
+            with stage(f"build TensorRT engines ({flavor.name} {flavor.version})"):
+                manifest["engines"] = build_engines(stage_dir, manifest, options.engines, flavor,
+                                                    tokenizer.text_encoder_length, log)
             write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
     log(f"export written to {out_dir}")
     return out_dir

@@ -92,6 +92,14 @@ def weight_only(bits: int) -> Callable:
         ort_target = options.target == "ort"
         # GatherBlockQuantized exists for 4 bits only; the quantizer's int4 types need opset 21.
         op_types = ("MatMul", "Gather") if ort_target and bits == 4 else ("MatMul",)
+        if bits == 8 and not ort_target:
+            # ORT's block quantizer writes 8-bit weights only as MatMulNBits (a contrib op TensorRT
+            # refuses); per-channel int8 DequantizeLinear weights are TensorRT's weight-only form.
+            every = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")}
+            stored = graph.store_weights_int8(model, every)
+            _save(model, path)
+            return {"method": "weight_only_int8", "granularity": "per output channel", "convs_as_matmul": rewritten,
+                    "excluded_nodes": len(excluded), "weights_stored_int8": stored}
         if bits == 4 or not ort_target:
             graph.upgrade_to_opset_21(model)
         quantizer = MatMulNBitsQuantizer(

@@ -62,7 +62,8 @@ def export(
     out_dir: Path = typer.Option(..., "-o", "--out", help="Export folder to create."),
     precision: str = typer.Option("fp32", help="fp32, fp16, int8 (W8A8, calibrated) or int4 (weight-only)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
-    target: str = typer.Option("ort", help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt."),
+    target: Optional[str] = typer.Option(
+        None, help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt (default: tensorrt with --backend tensorrt)."),
     calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
     calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
     calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
@@ -71,21 +72,36 @@ def export(
         None, help="Transformer node-name regex to keep unquantized (repeatable; replaces the default list)."),
     smoothquant_alpha: Optional[float] = typer.Option(None, help="SmoothQuant migration strength in [0, 1] (int8)."),
     block_size: int = typer.Option(128, help="int4/int8 weight-only block size."),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime (graphs only) or tensorrt (graphs + engines)."),
+    min_size: int = typer.Option(512, help="TensorRT: smallest image side (px) the engines run."),
+    opt_size: int = typer.Option(1024, help="TensorRT: image side (px) the engines are tuned for."),
+    max_size: int = typer.Option(1024, help="TensorRT: largest image side (px) the transformer engine runs."),
+    decoder_tile: int = typer.Option(1024, help="TensorRT: largest decoder input (px); larger images decode in tiles."),
+    compute_capability: Optional[str] = typer.Option(
+        None, help="TensorRT-RTX: target GPU, e.g. 8.9 (default: portable across Ampere and later RTX GPUs)."),
 ):
-    """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs."""
+    """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs (and TensorRT engines)."""
     _require_export_extra()
     from .export.exporter import ExportOptions, export_checkpoint
     from .quant.recipes import DEFAULT_KEEP_FP, QuantOptions
 
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise UserError(f"unknown backend '{backend}'; choose onnxruntime or tensorrt")
+    engines = None
+    if backend == "tensorrt":
+        from .export.engine import EngineRange
+
+        engines = EngineRange(min_size, opt_size, max_size, decoder_tile, compute_capability)
     quant = QuantOptions(
-        target=target, calib_prompts=calib_prompts, calib_size=calib_size, calib_steps=calib_steps,
+        target=target or ("tensorrt" if backend == "tensorrt" else "ort"), calib_prompts=calib_prompts, calib_size=calib_size, calib_steps=calib_steps,
         seed=calib_seed, keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP,
         smoothquant_alpha=smoothquant_alpha, block_size=block_size,
     )
     quant.check()
     console = _console()
     export_checkpoint(
-        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant),
+        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
+                      engines=engines),
         log=console.print,
     )
 
@@ -103,6 +119,11 @@ def run(
     negative_prompt: str = typer.Option("", help="Negative prompt."),
     latents: Optional[Path] = typer.Option(None, help=".npy file with the initial noise (1, C, H/32, W/32)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
+    backend: str = typer.Option("auto", help="auto (TensorRT when the export has engines and a GPU is here), "
+                                "onnxruntime or tensorrt."),
+    max_memory: Optional[str] = typer.Option(
+        None, help="Memory budget, e.g. 8GB (default: what the device has); sets decoder tiling and residency."),
+    keep_loaded: bool = typer.Option(False, "--keep-loaded", help="Keep every stage loaded (when the budget allows)."),
 ):
     """Generate an image from a prompt with an exported model."""
     import numpy as np
@@ -119,7 +140,16 @@ def run(
         if not latents.is_file():
             raise UserError(f"latents file '{latents}' does not exist")
         initial = np.load(latents)
-    pipe = SanaEdgePipeline.from_export(model, verify=not no_verify)
+    budget = None
+    if max_memory is not None:
+        from .memory import parse_bytes
+
+        try:
+            budget = parse_bytes(max_memory)
+        except ValueError as exc:
+            raise UserError(f"--max-memory: {exc}") from None
+    pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
+                                        keep_loaded=keep_loaded)
     console = _console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -147,6 +177,18 @@ def run(
         f"| text encoder {t['text_encoder']:.2f}s, denoise {t['denoise']:.2f}s "
         f"({1000 * t['denoise'] / steps:.0f} ms/step), decode {t['decode']:.2f}s"
     )
+    _print_memory(console, pipe, result)
+
+
+def _print_memory(console, pipe, result) -> None:
+    from .memory import format_bytes
+
+    kind = "RSS" if pipe.backend.name == "onnxruntime" else "GPU memory"
+    peaks = ", ".join(f"{stage} {format_bytes(b)}" for stage, b in result.memory.items())
+    console.print(f"{pipe.backend.describe()} | peak {kind}: {peaks}")
+    console.print(result.plan.describe())
+    for note in result.plan.notes:
+        console.print(f"note: {note}")
 
 
 @app.command()

@@ -68,7 +68,14 @@ class Manifest:
             listed[entry["file"]] = entry["sha256"]
             for data_file, digest in entry.get("external_data", {}).items():
                 listed[data_file] = digest
+        for entry in self.engines.get("components", {}).values():
+            listed[entry["file"]] = entry["sha256"]
         return listed
+
+    @property
+    def engines(self) -> dict:
+        """The TensorRT engine record ({} when the export has no engines)."""
+        return self.data.get("engines") or {}
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:

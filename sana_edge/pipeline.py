@@ -14,8 +14,11 @@ from .components import DECODER, TEXT_ENCODER, TRANSFORMER
 from .errors import UserError
 from .image_io import to_pil
 from .manifest import Manifest, load_manifest
+from .memory import PeakMemory
+from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
 from .scheduler import FlowDPMSolver
+from .tiling import decode_tiled
 
 
 @dataclass
@@ -24,6 +27,8 @@ class GenerationResult:
     latents: np.ndarray  # final latents, before decoding
     seed: int | None
     timings: dict = field(default_factory=dict)  # stage -> seconds
+    memory: dict = field(default_factory=dict)  # stage -> peak bytes (RSS on CPU, device memory on GPU)
+    plan: MemoryPlan | None = None
 
 
 def check_size(height: int, width: int, multiple: int) -> None:
@@ -33,9 +38,10 @@ def check_size(height: int, width: int, multiple: int) -> None:
 
 
 class SanaEdgePipeline:
-    def __init__(self, manifest: Manifest, backend):
+    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool = False):
         self.manifest = manifest
         self.backend = backend
+        self.max_memory, self.keep_loaded = max_memory, keep_loaded
         model = manifest.model
         self.tokenizer = PromptTokenizer(
             manifest.tokenizer_path, model["complex_human_instruction"], model["max_sequence_length"]
@@ -45,13 +51,29 @@ class SanaEdgePipeline:
         self._sessions: dict = {}
 
     @classmethod
-    def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True, **backend_options):
-        return cls(load_manifest(export_dir, verify=verify), get_backend(backend, **backend_options))
+    def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
+                    max_memory: int | None = None, keep_loaded: bool = False, **backend_options):
+        manifest = load_manifest(export_dir, verify=verify)
+        return cls(manifest, get_backend(backend, manifest=manifest, **backend_options), max_memory, keep_loaded)
 
     def session(self, name: str):
         if name not in self._sessions:
-            self._sessions[name] = self.backend.load(self.manifest.component_path(name))
+            self._sessions[name] = self.backend.load_component(self.manifest, name)
         return self._sessions[name]
+
+    def release(self, name: str) -> None:
+        session = self._sessions.pop(name, None)
+        if session is not None:
+            session.close()
+
+    def plan(self, height: int, width: int) -> MemoryPlan:
+        """The memory plan for one run at this size (see sana_edge.planner)."""
+        budget = self.max_memory or self.backend.memory_budget()
+        return plan_memory(
+            self.manifest.model, self.backend.stage_bytes(self.manifest), height, width, budget,
+            keep_loaded=self.keep_loaded, base=self.backend.memory_in_use(),
+            max_tile=self.backend.max_decoder_tile(self.manifest), text_length=self.tokenizer.text_encoder_length,
+        )
 
     @property
     def default_size(self) -> int:
@@ -101,9 +123,29 @@ class SanaEdgePipeline:
                 on_step(i + 1, len(timesteps), latents)
         return latents
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
+    def decode(self, latents: np.ndarray, tile: int | None = None, on_tile: Callable | None = None) -> np.ndarray:
+        """Latents -> image in [-1, 1]; `tile` (latent positions) decodes in overlapping tiles."""
         scaled = (latents / np.float32(self.manifest.model["vae_scaling_factor"])).astype(np.float32)
-        return self.session(DECODER.name).run({"latent": scaled})["image"]
+        session = self.session(DECODER.name)
+
+        def run(latent):
+            return session.run({"latent": latent})["image"]
+
+        if tile is None:
+            return run(scaled)
+        return decode_tiled(run, scaled, tile, int(self.manifest.model["vae_scale_factor"]), on_tile=on_tile)
+
+    def _stage(self, name: str, plan: MemoryPlan, timings: dict, memory: dict, work: Callable):
+        """Run one stage, timing it and measuring its peak memory; release it unless kept loaded."""
+        read = None if self.backend.name == "onnxruntime" else self.backend.memory_in_use
+        start = time.perf_counter()
+        with PeakMemory(read) as peak:
+            result = work()
+            if not plan.keep_loaded:
+                self.release(name)
+        timings[name if name != DECODER.name else "decode"] = time.perf_counter() - start
+        memory[name] = peak.peak
+        return result
 
     # -- whole run ----------------------------------------------------------------------------
 
@@ -136,17 +178,17 @@ class SanaEdgePipeline:
             if latents.shape != shape:
                 raise UserError(f"initial latents have shape {latents.shape}, {height}x{width} px needs {shape}")
 
-        timings = {}
-        start = time.perf_counter()
-        embeds, mask = self.encode_prompts(prompt, negative_prompt if guidance_scale > 1.0 else None)
-        timings["text_encoder"] = time.perf_counter() - start
-        start = time.perf_counter()
-        latents = self.denoise(latents, embeds, mask, steps, guidance_scale, on_step)
-        timings["denoise"] = time.perf_counter() - start
-        start = time.perf_counter()
-        image = self.decode(latents)
-        timings["decode"] = time.perf_counter() - start
-        return GenerationResult(to_pil(image), latents, seed, timings)
+        plan = self.plan(height, width)  # before any work: a budget no plan fits fails here
+        self.backend.check_size(self.manifest, height, width)
+        timings, memory = {}, {}
+        negative = negative_prompt if guidance_scale > 1.0 else None
+        embeds, mask = self._stage(TEXT_ENCODER.name, plan, timings, memory,
+                                   lambda: self.encode_prompts(prompt, negative))
+        latents = self._stage(TRANSFORMER.name, plan, timings, memory,
+                              lambda: self.denoise(latents, embeds, mask, steps, guidance_scale, on_step))
+        timings["denoise"] = timings.pop(TRANSFORMER.name)
+        image = self._stage(DECODER.name, plan, timings, memory, lambda: self.decode(latents, plan.decoder_tile))
+        return GenerationResult(to_pil(image), latents, seed, timings, memory, plan)
 
     def __call__(self, prompt: str, **kwargs):
         return self.generate(prompt, **kwargs).image

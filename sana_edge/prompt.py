@@ -60,10 +60,15 @@ class PromptTokenizer:
             np.asarray([ids], dtype=np.int64), np.asarray([mask], dtype=np.int64), truncated
         )
 
+    @property
+    def text_encoder_length(self) -> int:
+        """The longest sequence the text encoder sees (the positive prompt with the instruction)."""
+        return self.chi_tokens + self.max_len - 2 if self.chi else self.max_len
+
     def positive(self, prompt: str) -> TokenizedPrompt:
         text = prompt.lower().strip()
         if self.chi:
-            tokens = self._encode(self.chi + text, self.chi_tokens + self.max_len - 2)
+            tokens = self._encode(self.chi + text, self.text_encoder_length)
         else:
             tokens = self._encode(text, self.max_len)
         if tokens.truncated:

@@ -4,7 +4,6 @@ implements this, so A/B checks between backends are one dict comparison."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +21,17 @@ class Session(Protocol):
 class Backend(Protocol):
     name: str
 
-    def load(self, path: Path) -> Session: ...
+    def load_component(self, manifest, name: str) -> Session: ...
 
     def describe(self) -> str: ...
+
+    # The memory planner's questions (sana_edge.planner).
+    def stage_bytes(self, manifest) -> dict[str, int]: ...  # component -> bytes its session holds
+
+    def memory_in_use(self) -> int: ...  # RSS on CPU, used device memory on GPU
+
+    def memory_budget(self) -> int: ...  # what the device has, the default --max-memory
+
+    def max_decoder_tile(self, manifest) -> int | None: ...  # latent positions; None = any
+
+    def check_size(self, manifest, height: int, width: int) -> None: ...  # UserError if unsupported

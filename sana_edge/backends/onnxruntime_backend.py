@@ -6,6 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..memory import current_rss
+
+
+def available_ram() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
 
 def available_providers() -> list[str]:
     import onnxruntime as ort
@@ -49,6 +63,27 @@ class OnnxRuntimeBackend:
 
     def load(self, path: Path) -> OrtSession:
         return OrtSession(path, self.providers, self.threads)
+
+    def load_component(self, manifest, name: str) -> OrtSession:
+        return self.load(manifest.component_path(name))
+
+    # -- what the memory planner asks (sana_edge.planner) --------------------------------------
+
+    def stage_bytes(self, manifest) -> dict:
+        return {name: int(entry["bytes"]) for name, entry in manifest.components.items()}
+
+    def memory_in_use(self) -> int:
+        return current_rss()
+
+    def memory_budget(self) -> int:
+        """What this machine can give: available RAM plus what the process already holds."""
+        return available_ram() + current_rss()
+
+    def max_decoder_tile(self, manifest) -> int | None:
+        return None  # ONNX Runtime runs any decoder input size
+
+    def check_size(self, manifest, height: int, width: int) -> None:
+        return None
 
     def describe(self) -> str:
         import onnxruntime as ort

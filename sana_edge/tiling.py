@@ -1,0 +1,109 @@
+"""Tiled DC-AE decoding: a large latent decodes as overlapping tiles of one fixed size, blended
+with linear ramps across each overlap, so decoder memory follows the tile, not the image.
+
+Every tile has the same shape (the last tile in a row or column is shifted back inside the
+image), so a TensorRT decoder engine built for the tile size serves any image size and the
+per-tile run can replay one CUDA graph. DC-AE's decoder normalises per pixel (RMSNorm), but its
+EfficientViT blocks attend over the whole input, so tiles are not bit-identical to an untiled
+decode: the overlap and the ramps hide the difference (see tests/test_tiling.py for the
+measured tolerance and the seam metric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def default_overlap(tile: int) -> int:
+    """Latent positions shared by neighbouring tiles: an eighth of the tile, at least 1."""
+    return max(1, tile // 8)
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, length) with tiles of `tile`, neighbours sharing >= overlap."""
+    if length <= tile:
+        return [0]
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap {overlap} must be in [0, tile {tile})")
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def _axis_weights(starts: list[int], index: int, tile: int, factor: int) -> np.ndarray:
+    """1-D blend weights (px) of tile `index`: ramps up over the overlap with the previous tile
+    and down over the overlap with the next; 1 elsewhere. Never 0, so every pixel is covered."""
+    size = tile * factor
+    weights = np.ones(size, np.float32)
+    ramp_in = (starts[index - 1] + tile - starts[index]) * factor if index > 0 else 0
+    ramp_out = (starts[index] + tile - starts[index + 1]) * factor if index + 1 < len(starts) else 0
+    if ramp_in:
+        weights[:ramp_in] = np.minimum(weights[:ramp_in], (np.arange(ramp_in) + 0.5) / ramp_in)
+    if ramp_out:
+        weights[size - ramp_out:] = np.minimum(weights[size - ramp_out:], (np.arange(ramp_out)[::-1] + 0.5) / ramp_out)
+    return weights
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """(row start, column start) of every tile, in latent units."""
+    return [(y, x) for y in tile_starts(height, tile, overlap) for x in tile_starts(width, tile, overlap)]
+
+
+def decode_tiled(
+    decode: Callable[[np.ndarray], np.ndarray], latent: np.ndarray, tile: int, factor: int,
+    overlap: int | None = None, on_tile: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Decode `latent` (1, C, h, w) tile by tile; `decode` maps (1, C, th, tw) -> (1, 3, th*f, tw*f)."""
+    _, _, height, width = latent.shape
+    if height <= tile and width <= tile:
+        return decode(latent)
+    overlap = default_overlap(tile) if overlap is None else overlap
+    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    th, tw = min(tile, height), min(tile, width)
+    out = np.zeros((1, 3, height * factor, width * factor), np.float32)
+    total = np.zeros((height * factor, width * factor), np.float32)
+    done = 0
+    for i, y in enumerate(rows):
+        wy = _axis_weights(rows, i, th, factor)
+        for j, x in enumerate(cols):
+            wx = _axis_weights(cols, j, tw, factor)
+            image = decode(np.ascontiguousarray(latent[:, :, y:y + th, x:x + tw]))
+            weight = wy[:, None] * wx[None, :]
+            ys, xs = slice(y * factor, (y + th) * factor), slice(x * factor, (x + tw) * factor)
+            out[:, :, ys, xs] += image * weight
+            total[ys, xs] += weight
+            done += 1
+            if on_tile:
+                on_tile(done, len(rows) * len(cols))
+    out /= total
+    return out
+
+
+def seam_ratio(image: np.ndarray, seams_y: list[int], seams_x: list[int], band: int = 2) -> float:
+    """Mean gradient energy on the tile seams over the mean elsewhere (about 1 when invisible).
+
+    `image` is (3, H, W) or (H, W, 3); seams are pixel rows/columns where a tile edge fell (the
+    blend makes the transition gradual, so the worst place for a step is the overlap's edges)."""
+    array = np.asarray(image, np.float64)
+    if array.shape[0] == 3:
+        array = np.moveaxis(array, 0, -1)
+    gy = np.abs(np.diff(array, axis=0)).sum(-1)  # (H-1, W): step between row r and r+1
+    gx = np.abs(np.diff(array, axis=1)).sum(-1)  # (H, W-1)
+    on_y = np.zeros(gy.shape[0], bool)
+    on_x = np.zeros(gx.shape[1], bool)
+    for row in seams_y:
+        on_y[max(0, row - band): row + band] = True
+    for col in seams_x:
+        on_x[max(0, col - band): col + band] = True
+    seam = np.concatenate([gy[on_y].ravel(), gx[:, on_x].ravel()])
+    rest = np.concatenate([gy[~on_y].ravel(), gx[:, ~on_x].ravel()])
+    return float(seam.mean() / max(rest.mean(), 1e-12))
+
+
+def seam_positions(length: int, tile: int, overlap: int, factor: int) -> list[int]:
+    """Pixel positions of every tile edge inside the image (where a seam would show)."""
+    starts = tile_starts(length, tile, overlap)
+    edges = {s * factor for s in starts[1:]} | {(s + tile) * factor for s in starts[:-1]}
+    return sorted(edges)
