@@ -17,7 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # markup off: messages carry literal brackets (pip extras like sana-edge[export], shapes)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)
 
 
 def _require_export_extra():

@@ -34,9 +34,21 @@ def report() -> str:
         lines.append(f"  onnxruntime providers: {', '.join(ort.get_available_providers())}")
     except ImportError:
         lines.append("  onnxruntime providers: none (install onnxruntime)")
-    lines.append("TensorRT:")
-    lines.append(f"  tensorrt         {'importable' if _importable('tensorrt') else 'not available'}")
-    lines.append(f"  tensorrt_rtx     {'importable' if _importable('tensorrt_rtx') or _importable('tensorrt_rtx_bindings') else 'not available'}")
+    lines.append("TensorRT (engines: sana-edge export --backend tensorrt):")
+    from .backends.cuda_driver import Device, gpu_available
+    from .backends.trt_flavor import installed_flavors
+
+    flavors = {f.name: f.version for f in installed_flavors()}
+    for name in ("tensorrt", "tensorrt_rtx"):
+        lines.append(f"  {name:<16} {flavors.get(name, 'not available')}")
+    if gpu_available():
+        device = Device(0)
+        free, total = device.memory()
+        lines.append(f"  GPU              {device.name}, compute capability {device.compute_capability}, "
+                     f"{total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)")
+        lines.append(f"  can run engines  {'yes' if flavors else 'no (install sana-edge[tensorrt-rtx] or TensorRT)'}")
+    else:
+        lines.append("  GPU              none (engines build here with TensorRT-RTX; running them needs a GPU)")
     lines.append("build side (pip install 'sana-edge[export]'):")
     for package in ("torch", "diffusers", "transformers", "onnx"):
         lines.append(f"  {package:<16} {_version(package)}")
