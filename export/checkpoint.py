@@ -10,6 +10,9 @@ from pathlib import Path
 from sana_edge.errors import UserError
 
 REQUIRED_SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+# Optional, in a checkpoint folder: prompts of the model's domain, used for int8 calibration
+# when --calib-prompts is not given.
+CHECKPOINT_CALIBRATION_PROMPTS = "calibration_prompts.txt"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -19,7 +22,12 @@ def default_complex_human_instruction(pipeline_cls) -> list[str]:
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
-    """Return a local folder for `source`, downloading a hub id if it is not a local path."""
+    """Return a local folder for `source`: the shipped model for its name, a local path, or a hub
+    id downloaded to the hub cache."""
+    from sana_edge.default_model import is_builtin, shipped_checkpoint
+
+    if is_builtin(source):
+        source = shipped_checkpoint()
     path = Path(source).expanduser()
     if not path.exists() and _HUB_ID.match(str(source)):
         try:

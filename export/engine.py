@@ -90,7 +90,9 @@ def profile_shapes(spec: ComponentSpec, rng: EngineRange, model: dict, text_leng
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SANA_EDGE_CACHE", Path.home() / ".cache" / "sana-edge")) / "engines"
+    from sana_edge.default_model import sana_edge_home
+
+    return sana_edge_home() / "engines"
 
 
 def cache_key(graph_sha256: str, flavor, precision: str, shapes: dict, compute_capability: str | None) -> str:

@@ -7,6 +7,7 @@ component has passed validation, so a failed export leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import shutil
 import time
@@ -19,7 +20,7 @@ from sana_edge.components import COMPONENTS
 from sana_edge.errors import UserError
 from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 
-from .checkpoint import default_complex_human_instruction, load_sana_pipeline, resolve_checkpoint
+from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, default_complex_human_instruction, load_sana_pipeline, resolve_checkpoint
 from .onnx_export import OPSET, as_fp16, count_eps, export_component, model_dims, torch_module
 from .validate import reference_outputs, validate_component
 
@@ -122,6 +123,12 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
             raise UserError("TensorRT engines need graphs quantized for TensorRT; pass --target tensorrt (or omit --target)")
     check_out_dir(out_dir, options.force)
     source = resolve_checkpoint(options.checkpoint)
+    own_prompts = source / CHECKPOINT_CALIBRATION_PROMPTS
+    if quant_options and quant_options.calib_prompts is None and own_prompts.is_file():
+        # A checkpoint may carry prompts of its own domain (the shipped shapes model does): its
+        # activations on those, not on generic prompts, are what the int8 scales must cover.
+        quant_options = dataclasses.replace(quant_options, calib_prompts=own_prompts)
+        log(f"calibration prompts: {own_prompts} (shipped with the checkpoint)")
 
     def stage(label: str):
         return _timed_stage(label, log)

@@ -28,8 +28,13 @@ _CORPUS_PROMPTS = [
 ]
 
 
-def _train_tokenizer(corpus: list[str], vocab_size: int):
-    """Train a byte-fallback BPE with Gemma's normalisation; return a transformers tokenizer."""
+def _train_tokenizer(corpus: list[str], vocab_size: int, phrase_merges: tuple[tuple[str, str], ...] = ()):
+    """Train a byte-fallback BPE with Gemma's normalisation; return a transformers tokenizer.
+
+    `phrase_merges` are appended after the learned merges (lowest priority, so both halves are
+    whole tokens first): Gemma's tokenizer does not split on spaces, so a pair like
+    ("\u2581blue", "\u2581background") becomes one token for the phrase.
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import GemmaTokenizer
 
@@ -42,8 +47,15 @@ def _train_tokenizer(corpus: list[str], vocab_size: int):
     backend.train_from_iterator(corpus, trainer)
     model = json.loads(backend.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    vocab = model["vocab"]
+    for left, right in phrase_merges:
+        missing = [piece for piece in (left, right) if piece not in vocab]
+        if missing:
+            raise ValueError(f"phrase merge {left + right!r}: {missing} not whole tokens; raise vocab_size")
+        vocab.setdefault(left + right, len(vocab))
+        merges.append((left, right))
     # add_bos_token=True writes a BOS post-processor into tokenizer.json, as Gemma's has.
-    return GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True)
+    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
 
 
 def _corpus() -> list[str]:

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from .default_model import BUILTIN_NAME, default_export_dir, is_builtin
 from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="SANA text-to-image on exported graphs.")
@@ -59,8 +60,10 @@ def init_tiny(
 
 @app.command()
 def export(
-    checkpoint: str = typer.Argument(..., help="diffusers-format SANA folder or hub id."),
-    out_dir: Path = typer.Option(..., "-o", "--out", help="Export folder to create."),
+    checkpoint: str = typer.Argument(
+        BUILTIN_NAME, help=f"diffusers-format SANA folder or hub id (default: the built-in {BUILTIN_NAME})."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Export folder to create (default for the built-in model: where `run` looks)."),
     precision: str = typer.Option("fp32", help="fp32, fp16, int8 (W8A8, calibrated) or int4 (weight-only)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     target: Optional[str] = typer.Option(
@@ -82,6 +85,10 @@ def export(
         None, help="TensorRT-RTX: target GPU, e.g. 8.9 (default: portable across Ampere and later RTX GPUs)."),
 ):
     """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs (and TensorRT engines)."""
+    if out_dir is None:
+        if not is_builtin(checkpoint):
+            raise UserError(f"pass the export folder to create with -o DIR (e.g. -o {Path(checkpoint).name or 'sana'}-onnx)")
+        out_dir = default_export_dir()
     _require_export_extra()
     from .export.exporter import ExportOptions, export_checkpoint
     from .quant.recipes import DEFAULT_KEEP_FP, QuantOptions
@@ -110,7 +117,8 @@ def export(
 @app.command()
 def run(
     prompt: str = typer.Argument(..., help="What to draw (an empty string is an unconditional prompt)."),
-    model: Path = typer.Option(..., "--model", "-m", help="Export folder made by `sana-edge export`."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", "-m", help="Export folder made by `sana-edge export` (default: the exported built-in model)."),
     output: Path = typer.Option(Path("image.png"), "-o", "--output", help="PNG file to write."),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float = typer.Option(4.5, help="Classifier-free guidance scale (<= 1 turns CFG off)."),
@@ -132,6 +140,11 @@ def run(
     from .image_io import save_png
     from .pipeline import SanaEdgePipeline
 
+    if model is None:
+        model = default_export_dir()
+        if not (model / "manifest.json").is_file():
+            raise UserError(f"no --model given and the built-in model is not exported yet ({model}); "
+                            "run `sana-edge export` (or `make demo`) first, or pass --model DIR")
     if output.suffix.lower() != ".png":
         raise UserError(f"output '{output}' must end in .png")
     if not output.parent.exists():
@@ -228,6 +241,14 @@ def _register_late_commands() -> None:
     from .fidelity import eval_command
 
     app.command("eval")(eval_command)
+    from .benchmarks.latency import bench_command  # sana_edge.benchmarks is the benchmarks/ folder
+
+    app.command("bench")(bench_command)
+    # Light to import (torch and diffusers load inside the command); the command itself checks
+    # for the export extra.
+    from .export.train_shapes import train_tiny_command
+
+    app.command("train-tiny")(train_tiny_command)
 
 
 _register_late_commands()

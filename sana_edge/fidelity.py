@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import typer
 
+from . import shapes
 from .components import TEXT_ENCODER, TRANSFORMER
 from .errors import UserError
 from .prompt import read_prompt_file
@@ -176,6 +177,7 @@ def compare_exports(
 
     prompts = list(prompts)
     _check_settings(prompts, steps, seed)
+    task_prompts = all(shapes.is_caption(p) for p in prompts)
     pipe_a = SanaEdgePipeline.from_export(export_a, verify=verify)
     pipe_b = SanaEdgePipeline.from_export(export_b, verify=verify)
     _check_comparable(pipe_a.manifest, pipe_b.manifest, size)
@@ -220,6 +222,8 @@ def compare_exports(
             "latency_a_s": seconds_a,
             "latency_b_s": seconds_b,
         }
+        if task_prompts:
+            record["task_a"], record["task_b"] = (shapes.score_image(im, prompt) for im in (image_a, image_b))
         records.append(record)
         if log:
             log(f"prompt {i + 1}/{len(prompts)}: PSNR {_fmt(record['psnr_db'])} dB, SSIM {_fmt(record['ssim'], 4)}, "
@@ -227,6 +231,8 @@ def compare_exports(
 
     summary = {key: {"min": min(r[key] for r in records), "mean": _mean([r[key] for r in records])} for key in METRICS}
     # Mean in dB over prompts, step by step (inf stays inf: a step identical for every prompt).
+    if task_prompts:  # the shapes model's captions: how many images are still right, per export
+        summary["task_score"] = {side: shapes.summarize([r[f"task_{side}"] for r in records]) for side in "ab"}
     summary["latent_sqnr_db_per_step"] = [_mean(list(column)) for column in zip(*(r["latent_sqnr_db"] for r in records))]
     return {
         "config": {
@@ -301,6 +307,11 @@ def render(result: dict, console) -> None:
         table.add_row(label, _fmt(summary[key]["min"], digits), _fmt(summary[key]["mean"], digits))
     console.print(table)
     console.print("per-step latent SQNR (dB, mean over prompts): " + " ".join(_fmt(v, 1) for v in summary["latent_sqnr_db_per_step"]))
+    if "task_score" in summary:
+        task = summary["task_score"]
+        console.print(f"shapes task score: A ({config['precision_a']}) {task['a']['overall']:.1%}, "
+                      f"B ({config['precision_b']}) {task['b']['overall']:.1%} "
+                      f"({100 * (task['b']['overall'] - task['a']['overall']):+.1f} points)")
     ratio = summary["latency_a_s"]["mean"] / summary["latency_b_s"]["mean"]
     console.print(
         f"{config['precision_b']} vs {config['precision_a']} at {config['size']} px, {config['steps']} steps: "

@@ -1,0 +1,201 @@
+"""ONNX graphs for `benchmarks.latency`: exported once per (component config, precision) and cached.
+
+    python -m benchmarks.bench_exports --model sana-0.6b --components transformer --precisions fp32,int8,int4
+
+The orchestrator runs this in a subprocess (one per component at full size), so the export's
+memory (the full Gemma-2-2B is 10.4 GB in fp32) is returned to the OS before anything is
+measured. It prints a JSON map {component: {precision: graph path}}. A cache folder is named `<component>-<precision>-<key>` where key
+hashes the architecture config, the precision, the opset and the quant recipe; a folder counts
+only once its `done.json` exists, so an interrupted export is redone, not reused.
+
+Graphs go through the project's own code: `export_component` (the path `sana-edge export` takes)
+and the quantization methods of `sana_edge.quant.apply` with the recipe of each precision
+(`quant/recipes.py`: the decoder stays fp32 for int8 and int4, so those share the fp32 graph).
+Two differences from `sana-edge export`, neither of which changes the graph's structure or cost:
+the W8A8 calibration uses random transformer feeds instead of sampler trajectories (the scales
+differ, the ops do not), and a graph over 2 GB is traced with the torch model freed before the
+trace is re-saved (`export_component` holds both copies, 2 x 10.4 GB for Gemma-2-2B).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+from .bench_models import CFG_BATCH, CAPTION_TOKENS, MODELS, model_dims
+from .dit_step_latency import step_inputs
+
+CACHE_VERSION = 1
+DEFAULT_CACHE = Path("build/bench-latency")
+
+
+def graph_precision(component: str, precision: str) -> str:
+    """The precision the recipe gives this component (int8/int4 keep the decoder in fp32)."""
+    if precision == "fp32":
+        return "fp32"
+    from sana_edge.quant.recipes import recipe_for
+
+    return "fp32" if getattr(recipe_for(precision), component) == "fp32" else precision
+
+
+def graph_dir(cache: Path, model: str, component: str, precision: str) -> Path:
+    from sana_edge.export.onnx_export import OPSET
+
+    precision = graph_precision(component, precision)
+    recipe = None
+    if precision != "fp32":
+        from sana_edge.quant.recipes import QuantOptions, recipe_for
+
+        recipe = {"recipe": asdict(recipe_for(precision)), "options": asdict(QuantOptions())}
+    key_source = {"v": CACHE_VERSION, "component": component, "config": MODELS[model][component],
+                  "precision": precision, "opset": OPSET, "recipe": recipe}
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return cache / f"{component}-{precision}-{key}"
+
+
+def graph_file(cache: Path, model: str, component: str, precision: str) -> Path:
+    return graph_dir(cache, model, component, precision) / f"{component}.onnx"
+
+
+def graph_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def is_cached(path: Path) -> bool:
+    return (path.parent / "done.json").is_file()
+
+
+def _mark_done(path: Path, seconds: float) -> None:
+    (path.parent / "done.json").write_text(json.dumps({"bytes": graph_bytes(path), "seconds": round(seconds, 1)}) + "\n")
+
+
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path.parent, ignore_errors=True)
+    path.parent.mkdir(parents=True)
+
+
+def export_fp32(model: str, component: str, path: Path, log=print) -> None:
+    import torch
+
+    from sana_edge.components import COMPONENTS
+    from sana_edge.export.onnx_export import EXTERNAL_DATA_THRESHOLD, export_component
+
+    from .bench_models import build_torch
+
+    spec, dims = COMPONENTS[component], model_dims(model)
+    start = time.perf_counter()
+    _fresh_dir(path)
+    with torch.no_grad():
+        module = build_torch(model, component)
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    log(f"built {component} ({weight_bytes / 2**30:.1f} GiB) in {time.perf_counter() - start:.0f}s; exporting")
+    if weight_bytes < EXTERNAL_DATA_THRESHOLD:
+        export_component(spec, module, dims, path)
+    else:
+        traced = _trace_then_free(spec, module, dims, path.parent / ".trace")
+        del module
+        _resave(traced, path)
+    _mark_done(path, time.perf_counter() - start)
+    log(f"exported {component} fp32 in {time.perf_counter() - start:.0f}s -> {path}")
+
+
+def _trace_then_free(spec, module, dims, scratch: Path) -> Path:
+    """The TorchScript trace `export_component` does, with the module's weights released after it:
+    this function holds the caller's last reference only while tracing."""
+    import torch
+
+    from sana_edge.components import sample_inputs
+    from sana_edge.export.onnx_export import OPSET
+
+    feeds = sample_inputs(spec, {**dims, **spec.validation_shapes[0]})
+    args = tuple(torch.from_numpy(feeds[name]) for name in spec.input_names)
+    scratch.mkdir(parents=True, exist_ok=True)
+    traced = scratch / spec.file
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(traced), input_names=spec.input_names, output_names=spec.output_names,
+                          dynamic_axes=spec.dynamic_axes(), opset_version=OPSET, dynamo=False)
+    for parameter in module.parameters():  # the caller still references the module: free the storage now
+        parameter.data = torch.empty(0)
+    gc.collect()
+    return traced
+
+
+def _resave(traced: Path, path: Path) -> None:
+    """Load the trace (one file per tensor) and save it as `export_component` does (one data file)."""
+    import onnx
+
+    from sana_edge.export.onnx_export import fix_negative_transpose_perms, save_model
+
+    model = onnx.load(str(traced))
+    fix_negative_transpose_perms(model)
+    save_model(model, path)
+    shutil.rmtree(traced.parent)
+
+
+def quantize(model: str, component: str, precision: str, source: Path, path: Path, log=print) -> None:
+    """Apply the recipe's method for `component` to a copy of the fp32 graph."""
+    from sana_edge.quant.apply import METHODS
+    from sana_edge.quant.recipes import DEFAULT_KEEP_FP, TEXT_ENCODER_KEEP_FP, QuantOptions, recipe_for
+
+    start = time.perf_counter()
+    _fresh_dir(path)
+    for file in source.parent.glob(source.name + "*"):
+        shutil.copy(file, path.parent / file.name)
+    method = getattr(recipe_for(precision), component)
+    feeds = None
+    if recipe_for(precision).needs_calibration and component == "transformer":
+        # Random feeds at a small latent size: the scales differ from a trajectory calibration,
+        # the quantized graph's ops and shapes (what latency depends on) do not.
+        channels = model_dims(model)["caption_channels"]
+        feeds = []
+        for i, t in enumerate((999.0, 700.0, 400.0, 100.0)):
+            feed = step_inputs(256, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=channels)
+            feed["timestep"][:] = t
+            feed["latents"] = feed["latents"] * (1 + i / 4)
+            feeds.append(feed)
+    keep_fp = DEFAULT_KEEP_FP if component == "transformer" else TEXT_ENCODER_KEEP_FP
+    METHODS[method](path, QuantOptions(), feeds, keep_fp)
+    _mark_done(path, time.perf_counter() - start)
+    log(f"quantized {component} {precision} ({method}) in {time.perf_counter() - start:.0f}s -> {path}")
+
+
+def ensure_graphs(model: str, component: str, precisions: list[str], cache: Path, log=print) -> dict[str, str]:
+    fp32 = graph_file(cache, model, component, "fp32")
+    paths = {}
+    for precision in precisions:
+        path = graph_file(cache, model, component, precision)
+        if not is_cached(path):
+            if not is_cached(fp32):
+                export_fp32(model, component, fp32, log)
+                gc.collect()
+            if path != fp32:
+                quantize(model, component, precision, fp32, path, log)
+                gc.collect()
+        paths[precision] = str(path)
+    return paths
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="export/quantize one component for benchmarks.latency")
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--components", required=True, help="comma-separated: text_encoder, transformer, vae_decoder")
+    parser.add_argument("--precisions", default="fp32")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    args = parser.parse_args(argv)
+    paths = {component: ensure_graphs(args.model, component, args.precisions.split(","), args.cache,
+                                      log=lambda m: print(m, file=sys.stderr, flush=True))
+             for component in args.components.split(",")}
+    print(json.dumps(paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""What `benchmarks.latency` measures: the models (real configs, random weights), each stage's
+inputs, and each stage's FLOP count.
+
+Stages: `text_encoder` (Gemma-2, 300 tokens, batch 2: negative + positive prompt), `step` (one DiT
+forward, batch 2 for CFG, 300 caption tokens) and `decode` (DC-AE decoder, batch 1). Latency does
+not depend on weight values, so random weights measure what a real checkpoint would.
+
+FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` while the real diffusers /
+transformers modules run on the `meta` device at the benchmark's shapes (no weights are
+allocated, nothing is computed, about a second at full size). It counts the matmul-like ops
+(linear, matmul/bmm, convolutions incl. depthwise, attention) as 2 x multiply-adds, and ignores
+elementwise ops and norms, so the compute floor derived from it is a lower bound.
+
+Run as a module it prints the FLOP counts, parameter counts and torch's fp32 GEMM rate as JSON
+(the orchestrator calls it in a subprocess so that it never imports torch itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from sana_edge.export import configs
+
+from .dit_step_latency import step_inputs
+
+STAGES = ("text_encoder", "step", "decode")
+COMPONENT_OF = {"text_encoder": "text_encoder", "step": "transformer", "decode": "vae_decoder"}
+CAPTION_TOKENS = 300
+CFG_BATCH = 2
+
+MODELS = {
+    "sana-0.6b": dict(transformer=configs.SANA_600M_TRANSFORMER, vae_decoder=configs.DCAE_F32C32,
+                      text_encoder=configs.GEMMA2_2B),
+    "sana-1.6b": dict(transformer=configs.SANA_1600M_TRANSFORMER, vae_decoder=configs.DCAE_F32C32,
+                      text_encoder=configs.GEMMA2_2B),
+    "tiny": dict(transformer=configs.TINY_TRANSFORMER, vae_decoder=configs.TINY_DCAE,
+                 text_encoder=configs.TINY_GEMMA2),
+}
+
+
+def model_dims(model: str) -> dict:
+    """The model dimensions the component declarations bind (as export.onnx_export.model_dims)."""
+    cfg = MODELS[model]
+    dit = cfg["transformer"]
+    return {"latent_channels": dit["in_channels"], "out_channels": dit["out_channels"] or dit["in_channels"],
+            "caption_channels": dit["caption_channels"], "vocab_size": cfg["text_encoder"]["vocab_size"]}
+
+
+def stage_inputs(model: str, stage: str, size: int | None) -> dict[str, np.ndarray]:
+    """Deterministic inputs of one stage, named as the component declarations name them."""
+    dims = model_dims(model)
+    if stage == "step":
+        return step_inputs(size, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=dims["caption_channels"])
+    rng = np.random.default_rng(0)
+    if stage == "text_encoder":
+        mask = np.ones((CFG_BATCH, CAPTION_TOKENS), np.int64)
+        mask[0, 2:] = 0  # the empty negative prompt: BOS + EOS, then padding (as SanaPipeline pads it)
+        ids = rng.integers(4, dims["vocab_size"], (CFG_BATCH, CAPTION_TOKENS), dtype=np.int64)
+        return {"input_ids": ids * mask, "attention_mask": mask}
+    latent = size // 32
+    return {"latent": rng.standard_normal((1, dims["latent_channels"], latent, latent)).astype(np.float32)}
+
+
+def build_torch(model: str, component: str):
+    """The diffusers / transformers module of `component`, wrapped with the graph's signature
+    (so the baseline runs exactly the modules the export traces). Random weights, seed 0."""
+    import torch
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    from sana_edge.components import COMPONENTS
+    from sana_edge.export.onnx_export import torch_module
+
+    cfg = MODELS[model][component]
+    torch.manual_seed(0)
+    if component == "transformer":
+        module = SanaTransformer2DModel(**cfg)
+    elif component == "vae_decoder":
+        module = AutoencoderDC(**cfg)
+        module.encoder = None  # decode only: the stage compares like for like with the decoder graph
+    else:
+        config = Gemma2Config(**cfg)
+        config._attn_implementation = "eager"  # logit soft-capping, as SanaPipeline runs it
+        module = Gemma2Model(config)
+    pipe = SimpleNamespace(text_encoder=module, transformer=module, vae=module)
+    return torch_module(COMPONENTS[component], pipe)
+
+
+def torch_args(stage: str, feeds: dict, device: str = "cpu", dtype=None) -> list:
+    """Feeds as torch tensors in the order the wrapped module takes them."""
+    import torch
+
+    from sana_edge.components import COMPONENTS
+
+    spec = COMPONENTS[COMPONENT_OF[stage]]
+    args = []
+    for name in spec.input_names:
+        tensor = torch.from_numpy(feeds[name]).to(device)
+        args.append(tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor)
+    return args
+
+
+def count_flops(model: str, sizes: list[int]) -> dict:
+    """FLOPs of each stage at each size, and parameter counts (see the module docstring)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    result = {"flops": {"text_encoder": None, "step": {}, "decode": {}}, "params": {}}
+    for stage in STAGES:
+        component = COMPONENT_OF[stage]
+        with torch.device("meta"):
+            module = build_torch(model, component)
+        result["params"][component] = sum(p.numel() for p in module.parameters())
+        for size in ([None] if stage == "text_encoder" else sizes):
+            args = [torch.empty(a.shape, dtype=a.dtype, device="meta") for a in torch_args(stage, stage_inputs(model, stage, size))]
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                module(*args)
+            if size is None:
+                result["flops"][stage] = counter.get_total_flops()
+            else:
+                result["flops"][stage][str(size)] = counter.get_total_flops()
+    return result
+
+
+def torch_gemm_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-`repeats` fp32 GEMM rate of torch (oneDNN / MKL) at n x n x n."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up: thread pool, packing buffers
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="FLOP counts and torch GEMM rate, as JSON on stdout")
+    parser.add_argument("--model", default="sana-0.6b", choices=sorted(MODELS))
+    parser.add_argument("--sizes", default="512")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    result = count_flops(args.model, [int(s) for s in args.sizes.split(",")])
+    result["torch_fp32_gflops"] = torch_gemm_gflops(args.threads)
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Figures -> summary (totals, ratios against the baseline, compute floors), markdown, PNG plot."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+STAGE_LABELS = {"text_encoder": "text enc.", "step": "1 step", "decode": "decode"}
+
+
+def spread(times: list[float]) -> dict:
+    """Median, min, max and the quartiles (inclusive method: defined from 2 samples on)."""
+    ordered = sorted(times)
+    q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else (ordered[0],) * 3
+    return {"median_s": statistics.median(ordered), "min_s": ordered[0], "max_s": ordered[-1], "q1_s": q1, "q3_s": q3}
+
+
+def add_floors(entry: dict, flops: float | None, rates: dict) -> None:
+    """floor = FLOPs / the machine's best measured fp32 GEMM rate; x_from_floor = median / floor.
+    int8/int4 graphs can beat the fp32 floor, so they also get the int8 GEMM rate's floor."""
+    entry["flops"] = flops
+    fp32 = rates.get("fp32_gflops")
+    if not flops or not fp32 or entry.get("median_s") is None:
+        entry.update(floor_s=None, x_from_floor=None)
+        return
+    entry["floor_s"] = flops / (fp32 * 1e9)
+    entry["x_from_floor"] = entry["median_s"] / entry["floor_s"]
+    if rates.get("ort_int8_gops") and entry["backend"].endswith(("int8", "int4")):
+        entry["floor_int8_s"] = flops / (rates["ort_int8_gops"] * 1e9)
+
+
+def summarize(result: dict) -> dict:
+    """Per size and backend: stage medians, the 20-step total, speedups against the baseline,
+    peak memory and distance from the floor. A size-independent stage (text encoding) is
+    measured once and counted at every size."""
+    steps, baseline = result["settings"]["steps"], result["baseline"]
+    found = {(m["stage"], m["size"], m["backend"]): m for m in result["measurements"]}
+    summary = {}
+    for size in result["settings"]["sizes"]:
+        rows = {}
+        for backend in result["backends"]:
+            stages = {s: found.get((s, None if s == "text_encoder" else size, backend)) for s in STAGE_LABELS}
+            medians = {s: (m or {}).get("median_s") for s, m in stages.items()}
+            row = {f"{s}_s": v for s, v in medians.items()}
+            complete = all(v is not None for v in medians.values())
+            row["total_s"] = medians["text_encoder"] + steps * medians["step"] + medians["decode"] if complete else None
+            row["peak_rss_mb"] = {s: (m or {}).get("peak_rss_mb") for s, m in stages.items()}
+            row["x_from_floor"] = {s: (m or {}).get("x_from_floor") for s, m in stages.items()}
+            if complete:
+                parts = {"text_encoder": medians["text_encoder"], f"{steps}_steps": steps * medians["step"], "decode": medians["decode"]}
+                row["share"] = {k: v / row["total_s"] for k, v in parts.items()}
+                row["dominant_stage"] = max(parts, key=parts.get)
+            rows[backend] = row
+        base = rows.get(baseline, {})
+        for row in rows.values():
+            row["speedup_vs_baseline"] = {
+                key: (base[f"{key}_s"] / row[f"{key}_s"]) if base.get(f"{key}_s") and row.get(f"{key}_s") else None
+                for key in ("text_encoder", "step", "decode", "total")
+            }
+        summary[str(size)] = rows
+    return summary
+
+
+def _fmt(seconds, ratio=None) -> str:
+    if seconds is None:
+        return "failed"
+    text = f"{seconds:.3g}" if seconds < 100 else f"{seconds:.0f}"
+    return text if ratio is None else f"{text} ({ratio:.2f}x)"
+
+
+def markdown(result: dict) -> str:
+    s, m = result["settings"], result["machine"]
+    rates = result["matmul_rate"]
+    lines = [
+        f"# SANA latency per stage: {result['model']}, {m['cpu']}, {m['threads']} threads",
+        "",
+        f"Random weights, real architectures. Text encoding: Gemma-2, {s['caption_tokens']} tokens, batch 2 (prompt + "
+        f"negative; measured once, size-independent). Step: one DiT forward, batch 2 (CFG). Decode: DC-AE, batch 1. "
+        f"Total = text enc. + {s['steps']} x step + decode. Median of {s['repeats']} runs after {s['warmup']} warm-up, "
+        f"baseline and candidates interleaved; (Nx) = speedup vs `{result['baseline']}` (diffusers eager).",
+        "",
+        f"Matmul rate measured in this run: numpy {rates.get('numpy_fp32_gflops', 0):.0f}, torch "
+        f"{rates.get('torch_fp32_gflops') or 0:.0f}, onnxruntime {rates.get('ort_fp32_gflops') or 0:.0f} GFLOP/s fp32; "
+        f"onnxruntime int8 {rates.get('ort_int8_gops') or 0:.0f} GOP/s. Floor = FLOPs / {rates['fp32_gflops']:.0f} GFLOP/s.",
+    ]
+    for size, rows in result["summary"].items():
+        lines += ["", f"## {size} px", "",
+                  f"| backend | text enc. (s) | step (s) | decode (s) | total {s['steps']} steps (s) | peak RSS te / step / decode (GB) | x from fp32 floor te / step / decode |",
+                  "|---|---|---|---|---|---|---|"]
+        for backend, row in rows.items():
+            up = row["speedup_vs_baseline"]
+            rss = " / ".join("-" if v is None else f"{v / 1024:.1f}" for v in row["peak_rss_mb"].values())
+            floor = " / ".join("-" if v is None else f"{v:.1f}" for v in row["x_from_floor"].values())
+            lines.append(f"| {backend} | {_fmt(row['text_encoder_s'], up['text_encoder'])} | {_fmt(row['step_s'], up['step'])} | "
+                         f"{_fmt(row['decode_s'], up['decode'])} | **{_fmt(row['total_s'], up['total'])}** | {rss} | {floor} |")
+        flops = result["flops"]
+        if flops.get("step"):
+            floor = lambda f: f"{f / 1e9:.4g} GFLOP ({1000 * f / (rates['fp32_gflops'] * 1e9):.3g} ms)"  # noqa: E731
+            lines += ["", f"FLOPs (floor): text enc. {floor(flops['text_encoder'])}, step {floor(flops['step'][size])}, "
+                          f"decode {floor(flops['decode'][size])}."]
+        base = rows.get(result["baseline"], {})
+        if base.get("dominant_stage"):
+            shares = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in base["share"].items())
+            lines.append(f"Dominant stage ({result['baseline']}): **{base['dominant_stage'].replace('_', ' ')}** ({shares}).")
+    shared = sorted({f"{e['backend']} {e['stage']} = {e['shared_with']}" for e in result["measurements"] if e.get("shared_with")})
+    if shared:
+        lines += ["", "Same graph, measured once: " + "; ".join(shared) + " (the int8/int4 recipes keep the decoder fp32)."]
+    errors = [f"{e['backend']} {e['stage']} {e['size'] or ''}: {e['error']}" for e in result["measurements"] if e.get("error")]
+    if errors:
+        lines += ["", "Failed: " + "; ".join(errors)]
+    lines += ["", f"Versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}.",
+              f"Command: `{result['command']}` ({result['duration_s']:.0f} s).", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Latency vs resolution per backend (log-log): one panel per stage and the 20-step total."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: CI and servers have no display
+    import matplotlib.pyplot as plt
+
+    sizes = [int(s) for s in result["summary"]]
+    panels = [("step_s", "one denoising step"), ("decode_s", "decode"), ("total_s", f"total, {result['settings']['steps']} steps")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    for ax, (key, title) in zip(axes, panels):
+        for backend in result["backends"]:
+            points = [(s, result["summary"][str(s)][backend].get(key)) for s in sizes]
+            points = [(s, v) for s, v in points if v]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=backend, linestyle="--" if backend == result["baseline"] else "-")
+        ax.set(xscale="log", yscale="log", title=title, xlabel="resolution (px)", ylabel="seconds")
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.grid(True, which="major", alpha=0.3)
+    axes[-1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{result['model']} on {result['machine']['cpu']} ({result['machine']['threads']} threads)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,119 @@
+"""One measured process: loads one stage on one backend, then runs it on command.
+
+    python -m benchmarks.bench_worker '<json job>'
+
+A fresh process per (backend, stage, size) makes its peak RSS the honest memory of that stage on
+that backend (interpreter and libraries included, as a user would pay them), and keeps torch out
+of the onnxruntime workers. Protocol, one JSON object per line: the worker writes
+{"ready": ...} once loaded; then reads "run N" (replies {"times": [...]}) or "quit" (replies
+{"peak_rss_mb": ...} and exits). The protocol owns the original stdout; anything the libraries
+print goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from .bench_models import COMPONENT_OF, stage_inputs
+
+
+def rss_mb() -> tuple[float | None, float | None]:
+    """(current, peak) resident set size of this process in MiB, from /proc (Linux). VmHWM
+    belongs to this process's address space, so it does not inherit the parent's peak as
+    ru_maxrss does across fork + exec."""
+    try:
+        fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        return None, peak
+
+
+class TorchRunner:
+    def __init__(self, job: dict):
+        import torch
+
+        from .bench_models import build_torch, torch_args
+
+        torch.set_num_threads(job["threads"])
+        self.torch = torch
+        self.device = job.get("device", "cpu")
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job["precision"]]
+        with torch.no_grad():
+            self.module = build_torch(job["model"], COMPONENT_OF[job["stage"]]).to(self.device, dtype)
+        self.args = torch_args(job["stage"], stage_inputs(job["model"], job["stage"], job["size"]), self.device, dtype)
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def run(self) -> np.ndarray:
+        with self.torch.no_grad():
+            out = self.module(*self.args)
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return out.float().cpu().numpy()
+
+    def device_peak_mb(self):
+        return self.torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None
+
+
+class OrtRunner:
+    def __init__(self, job: dict):
+        from sana_edge.backends.onnxruntime_backend import OrtSession
+
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if job.get("device") == "cuda" else ["CPUExecutionProvider"]
+        self.session = OrtSession(job["graph"], providers, threads=job["threads"])
+        self.feeds = stage_inputs(job["model"], job["stage"], job["size"])
+
+    def run(self) -> np.ndarray:
+        return next(iter(self.session.run(self.feeds).values()))
+
+    def device_peak_mb(self):
+        return None  # onnxruntime does not expose its CUDA arena's peak; not measured
+
+
+def serve(job: dict, proto) -> None:
+    def send(obj):
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
+
+    start = time.perf_counter()
+    runner = TorchRunner(job) if job["runtime"] == "torch" else OrtRunner(job)
+    load_s = time.perf_counter() - start
+    send({"ready": True, "load_s": load_s, "rss_after_load_mb": rss_mb()[0]})
+    finite = None
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            break
+        times = []
+        for _ in range(int(command[1])):
+            start = time.perf_counter()
+            out = runner.run()
+            times.append(time.perf_counter() - start)
+        finite = bool(np.isfinite(out).all()) if finite is None else finite
+        send({"times": times})
+    send({"peak_rss_mb": rss_mb()[1], "device_peak_mb": runner.device_peak_mb(), "output_finite": finite})
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # library chatter (C or Python) must not corrupt the protocol
+    sys.stdout = sys.stderr
+    try:
+        serve(job, proto)
+    except Exception as exc:  # report instead of dying silently; the orchestrator records it
+        proto.write(json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}) + "\n")
+        proto.flush()
+        raise
+
+
+if __name__ == "__main__":
+    main()

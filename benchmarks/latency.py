@@ -1,0 +1,322 @@
+"""Latency and peak memory per stage and resolution: diffusers PyTorch eager (the baseline) against
+sana-edge on ONNX Runtime fp32 / int8 / int4, full-size architectures with random weights.
+
+    python -m benchmarks.latency [--model sana-0.6b] [--sizes 512,1024]
+        [--backends torch-fp32,ort-fp32,ort-int8,ort-int4] [--repeats 3] [--warmup 1] [--quick]
+    sana-edge bench ...            (the same options)
+
+Writes <out>/<machine-tag>.json (every figure, versions, machine, command), .md (tables with
+speedups against the baseline) and .png (latency vs resolution, log scale).
+
+How it measures (and why):
+- Every (backend, stage, size) runs in its own fresh worker process (bench_worker.py), so its
+  peak RSS is that stage's memory on that backend, and torch never enters an onnxruntime worker.
+- Baseline and candidates are interleaved: when their workers fit in memory together, all load
+  once and take turns run by run (order rotated each round); when they do not (the 10 GB fp32
+  Gemma-2-2B twice), each round starts each backend's worker in turn (warm-up + 1 timed run) and
+  the rounds repeat. Either way slow drift on a shared machine hits every backend alike.
+- Compute floor: FLOPs of the stage (bench_models.count_flops) / the best fp32 GEMM rate the
+  machine showed in this run (numpy, torch, onnxruntime; measured at start and end).
+- Graphs are exported once per (config, precision) under --cache (bench_exports.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import bench_machine
+from .bench_exports import DEFAULT_CACHE, graph_bytes
+from .bench_models import COMPONENT_OF, MODELS, STAGES
+from .bench_report import add_floors, markdown, plot, spread, summarize
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = __package__ or "benchmarks"
+# name -> (runtime, precision, device)
+BACKENDS = {
+    "torch-fp32": ("torch", "fp32", "cpu"),
+    "ort-fp32": ("ort", "fp32", "cpu"),
+    "ort-int8": ("ort", "int8", "cpu"),
+    "ort-int4": ("ort", "int4", "cpu"),
+    # GPU path: written, not measured on the machine the committed results come from.
+    "torch-cuda-bf16": ("torch", "bf16", "cuda"),
+    "torch-cuda-fp16": ("torch", "fp16", "cuda"),
+    "ort-cuda-fp32": ("ort", "fp32", "cuda"),
+}
+STEPS = 20
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _python_module(module: str, *args: str) -> str:
+    """Run `python -m <this package>.<module> args` and return its stdout (stderr passes through)."""
+    command = [sys.executable, "-m", f"{PACKAGE}.{module}", *args]
+    return subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True).stdout
+
+
+class WorkerFailed(RuntimeError):
+    pass
+
+
+class Worker:
+    def __init__(self, job: dict):
+        self.proc = subprocess.Popen([sys.executable, "-m", f"{PACKAGE}.bench_worker", json.dumps(job)],
+                                     cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise WorkerFailed(f"worker exited with code {self.proc.wait()} (killed for memory if -9)")
+        message = json.loads(line)
+        if "error" in message:
+            raise WorkerFailed(message["error"])
+        return message
+
+    def _send(self, command: str) -> dict:
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the read below reports how it ended
+        return self._read()
+
+    def run(self, n: int) -> list[float]:
+        return self._send(f"run {n}")["times"] if n else []
+
+    def quit(self) -> dict:
+        end = self._send("quit")
+        self.proc.wait()
+        return end
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _estimate_bytes(job: dict, params: dict) -> float:
+    """Rough peak of one worker, used only to decide whether workers may stay loaded together."""
+    weights = graph_bytes(Path(job["graph"])) if job["runtime"] == "ort" else 4 * params.get(COMPONENT_OF[job["stage"]], 0)
+    activations = 4e3 * job["size"] ** 2 if job["stage"] == "decode" else 5e8  # DC-AE: ~3.7 GB at 1024 px
+    return 1.25 * weights + activations
+
+
+def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
+    """Interleaved repeats of one (stage, size) over the given backends; one entry per backend."""
+    available = (bench_machine.mem_available_gb() or 0) * 2**30
+    together = not args.isolate and sum(_estimate_bytes(j, params) for j in jobs.values()) < 0.6 * available
+    mode = "interleaved runs" if together else "interleaved rounds (one worker at a time)"
+    log(f"{next(iter(jobs.values()))['stage']} {next(iter(jobs.values()))['size'] or ''}: {', '.join(jobs)}; "
+        f"{available / 2**30:.1f} GB available -> {mode}")
+    times = {b: [] for b in jobs}
+    info = {b: {"mode": mode, "load_s": [], "peak_rss_mb": None, "error": None} for b in jobs}
+    workers: dict[str, Worker] = {}
+
+    def fail(backend, exc):
+        info[backend]["error"] = str(exc)
+        log(f"  {backend} failed: {exc}")
+        if backend in workers:
+            workers.pop(backend).kill()
+
+    def finish(backend, worker):
+        end = worker.quit()
+        entry = info[backend]
+        entry["peak_rss_mb"] = max(entry["peak_rss_mb"] or 0, end["peak_rss_mb"] or 0)
+        entry.update(device_peak_mb=end["device_peak_mb"], output_finite=end["output_finite"],
+                     rss_after_load_mb=worker.ready["rss_after_load_mb"])
+
+    def start(backend):
+        worker = Worker(jobs[backend])
+        info[backend]["load_s"].append(worker.ready["load_s"])
+        worker.run(args.warmup)
+        return worker
+
+    live = list(jobs)
+    if together:
+        for backend in list(live):
+            try:
+                workers[backend] = start(backend)
+            except WorkerFailed as exc:
+                fail(backend, exc)
+    for round_index in range(args.repeats):
+        order = [b for b in live[round_index % len(live):] + live[: round_index % len(live)] if not info[b]["error"]]
+        for backend in order:
+            try:
+                worker = workers[backend] if together else start(backend)
+                times[backend] += worker.run(1)
+                if not together:
+                    finish(backend, worker)
+                time.sleep(0.2)  # let the previous runtime's spinning threads go idle
+            except WorkerFailed as exc:
+                fail(backend, exc)
+        log("  round %d: %s" % (round_index + 1, ", ".join(f"{b} {times[b][-1]:.3f}s" for b in order if times[b])))
+    for backend, worker in workers.items():
+        try:
+            finish(backend, worker)
+        except WorkerFailed as exc:
+            fail(backend, exc)
+    entries = {}
+    for backend in jobs:
+        entry = {**info[backend], "times_s": times[backend]}
+        entry["load_s"] = min(entry["load_s"]) if entry["load_s"] else None
+        entry.update(spread(times[backend]) if times[backend] and not entry["error"] else {"median_s": None})
+        entries[backend] = entry
+    return entries
+
+
+def prepare_graphs(model: str, backends: list[str], cache: Path) -> dict:
+    """{component: {precision: path}} for every onnxruntime backend. Full size: one export
+    subprocess per component, so each export's memory is gone before the next; tiny: one."""
+    precisions = sorted({BACKENDS[b][1] for b in backends if BACKENDS[b][0] == "ort"})
+    components = ["text_encoder", "transformer", "vae_decoder"] if precisions else []
+    graphs = {}
+    for batch in ([components] if model == "tiny" else [[c] for c in components]):
+        log(f"graphs for {', '.join(batch)} {precisions} (cached under {cache})")
+        out = _python_module("bench_exports", "--model", model, "--components", ",".join(batch),
+                             "--precisions", ",".join(precisions), "--cache", str(cache))
+        graphs.update(json.loads(out.strip().splitlines()[-1]))
+    return graphs
+
+
+def gemm_rates(threads: int, probe: dict | None) -> dict:
+    rates = {"numpy_fp32_gflops": bench_machine.numpy_gemm_gflops(), **bench_machine.ort_gemm_rates(threads)}
+    if probe:
+        rates["torch_fp32_gflops"] = probe["torch_fp32_gflops"]
+    return rates
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sana-0.6b", choices=sorted(MODELS))
+    parser.add_argument("--sizes", default="512,1024", help="comma-separated px (multiples of 32)")
+    parser.add_argument("--backends", default="torch-fp32,ort-fp32,ort-int8,ort-int4", help=", ".join(BACKENDS))
+    parser.add_argument("--baseline", default="torch-fp32")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--quick", action="store_true", help="tiny model, one size, 2 repeats (CI)")
+    parser.add_argument("--isolate", action="store_true", help="never keep two workers loaded together")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.model, args.sizes, args.repeats, args.warmup = "tiny", "512", 2, 1
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.backends = args.backends.split(",")
+    unknown = [b for b in args.backends if b not in BACKENDS]
+    if unknown or any(s <= 0 or s % 32 for s in args.sizes) or args.repeats < 1 or args.warmup < 0:
+        parser.error(f"unknown backends {unknown}" if unknown else "sizes must be positive multiples of 32; repeats >= 1")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    machine = bench_machine.describe(args.threads)
+    uses_gpu = any(BACKENDS[b][2] == "cuda" for b in args.backends)
+    tag = bench_machine.machine_tag(machine["cores"], machine["cpu"], machine["gpu"] if uses_gpu else None)
+    tag += ("" if args.model == "sana-0.6b" else f"-{args.model}") + ("-quick" if args.quick else "")
+    machine["tag"] = tag
+    log(f"{tag}: {machine['cpu']}, {args.threads} threads, {bench_machine.mem_available_gb() or 0:.1f} GB available")
+
+    probe = None
+    if importlib.util.find_spec("torch"):  # FLOPs and torch's GEMM rate, in a subprocess (no torch here)
+        probe = json.loads(_python_module("bench_models", "--model", args.model, "--threads", str(args.threads),
+                                          "--sizes", ",".join(map(str, args.sizes))))
+    graphs = prepare_graphs(args.model, args.backends, args.cache)
+    rates = gemm_rates(args.threads, probe)
+
+    measurements = []
+    for stage in STAGES:
+        for size in ([None] if stage == "text_encoder" else args.sizes):
+            component = COMPONENT_OF[stage]
+            jobs, shared = {}, {}
+            for backend in args.backends:
+                runtime, precision, device = BACKENDS[backend]
+                job = {"runtime": runtime, "precision": precision, "device": device, "stage": stage,
+                       "size": size or 0, "model": args.model, "threads": args.threads}
+                if runtime == "ort":
+                    job["graph"] = graphs[component][precision]
+                    twin = next((b for b, j in jobs.items() if j.get("graph") == job["graph"] and j["device"] == device), None)
+                    if twin:  # same graph on the same runtime (int8/int4 keep the decoder fp32)
+                        shared[backend] = twin
+                        continue
+                jobs[backend] = job
+            entries = measure_stage(jobs, args, (probe or {}).get("params", {}))
+            for backend in args.backends:
+                entry = {**entries[shared.get(backend, backend)], "stage": stage, "size": size, "backend": backend,
+                         "shared_with": shared.get(backend)}
+                measurements.append(entry)
+
+    rates_end = gemm_rates(args.threads, None)  # drift check: the machine may have got busier
+    rates["at_end"] = rates_end
+    fp32_keys = ("numpy_fp32_gflops", "torch_fp32_gflops", "ort_fp32_gflops")
+    rates["fp32_gflops"] = max(r.get(k) or 0 for r in (rates, rates_end) for k in fp32_keys)
+    flops = (probe or {}).get("flops", {"text_encoder": None, "step": {}, "decode": {}})
+    for entry in measurements:
+        stage_flops = flops[entry["stage"]] if entry["size"] is None else flops[entry["stage"]].get(str(entry["size"]))
+        add_floors(entry, stage_flops, rates)
+
+    from sana_edge.export.exporter import tool_versions
+
+    import numpy
+
+    result = {
+        "schema": 1, "benchmark": "latency", "model": args.model, "machine": machine,
+        "versions": {**tool_versions(), "numpy": numpy.__version__},
+        "command": "python -m benchmarks.latency " + shlex.join(argv), "started": started.isoformat(timespec="seconds"),
+        "settings": {"sizes": args.sizes, "repeats": args.repeats, "warmup": args.warmup, "steps": STEPS,
+                     "caption_tokens": 300, "threads": args.threads, "quick": args.quick, "isolate": args.isolate},
+        "baseline": args.baseline, "backends": args.backends, "matmul_rate": rates, "flops": flops,
+        "params": (probe or {}).get("params"),
+        "graphs": {c: {p: {"path": v, "bytes": graph_bytes(Path(v))} for p, v in ps.items()} for c, ps in graphs.items()},
+        "measurements": measurements,
+    }
+    result["duration_s"] = time.perf_counter() - t0
+    result["summary"] = summarize(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / tag
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    plot(result, stem.with_suffix(".png"))
+    print(markdown(result))
+    log(f"wrote {stem}.json, .md, .png")
+    return result
+
+
+def bench_command(
+    model: str = typer.Option("sana-0.6b", help="sana-0.6b, sana-1.6b or tiny."),
+    sizes: str = typer.Option("512,1024", help="Comma-separated resolutions in px."),
+    backends: str = typer.Option("torch-fp32,ort-fp32,ort-int8,ort-int4", help=", ".join(BACKENDS)),
+    repeats: int = typer.Option(3, help="Timed runs per stage (interleaved across backends)."),
+    warmup: int = typer.Option(1, help="Untimed runs per worker before timing."),
+    threads: int = typer.Option(os.cpu_count(), help="Intra-op threads for every backend."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny model, one size, 2 repeats (CI)."),
+    isolate: bool = typer.Option(False, "--isolate", help="Never keep two workers loaded together."),
+    out: Path = typer.Option(RESULTS, help="Folder for <machine-tag>.json/.md/.png."),
+    cache: Path = typer.Option(DEFAULT_CACHE, help="Export cache folder."),
+):
+    """Benchmark latency and memory per stage and resolution against diffusers (benchmarks/latency.py)."""
+    argv = ["--model", model, "--sizes", sizes, "--backends", backends, "--repeats", str(repeats), "--warmup", str(warmup),
+            "--threads", str(threads), "--out", str(out), "--cache", str(cache)]
+    main(argv + ["--quick"] * quick + ["--isolate"] * isolate)
+
+
+if __name__ == "__main__":
+    main()

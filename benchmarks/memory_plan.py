@@ -1,0 +1,168 @@
+"""Peak memory of full-size SANA (random weights) on ONNX Runtime CPU, with and without the
+memory planner: a 1024 px run, and a 4096 px DC-AE decode.
+
+    python -m benchmarks.memory_plan [--steps 2] [--cases run1024_planner,...]
+
+Each case runs in a fresh subprocess and reports its kernel-measured peak RSS (VmHWM), so one
+case's allocations never count toward another's. Peak memory does not depend on the number of
+denoising steps (every step reuses the same buffers), so the 1024 px run uses --steps 2.
+The export folder is assembled from `benchmarks.bench_exports`' cached fp32 graphs (Sana-0.6B,
+DC-AE f32c32, Gemma-2-2B) with the tiny checkpoint's tokenizer: the tokenizer decides token ids,
+not tensor sizes (the text encoder still sees the instruction + 300 tokens).
+
+Writes benchmarks/results/memory.json and memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GiB = 1 << 30
+EXPORT = Path("build/bench-memory/sana-0.6b-fp32")
+RESULTS = Path("benchmarks/results")
+UNTILED_CAP = 20 * GiB  # address-space cap for the case expected to exceed this 24 GiB machine
+CASES = ("run1024_planner", "run1024_keep_loaded", "decode4096_planner_8gb", "decode4096_untiled")
+
+
+def assemble_export(out: Path = EXPORT) -> Path:
+    """A sana-edge export folder over the cached full-size fp32 graphs (linked, not copied)."""
+    from sana_edge.components import COMPONENTS
+    from sana_edge.export import configs
+    from sana_edge.export.tiny import write_tiny_checkpoint
+    from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, write_json_atomic
+
+    from .bench_exports import DEFAULT_CACHE, ensure_graphs
+
+    if (out / MANIFEST_NAME).is_file():
+        return out
+    tiny = Path("build/bench-memory/tiny-checkpoint")
+    if not (tiny / "model_index.json").is_file():
+        write_tiny_checkpoint(tiny, seed=0)
+    out.mkdir(parents=True, exist_ok=True)
+    components = {}
+    for name in COMPONENTS:
+        graph = Path(ensure_graphs("sana-0.6b", name, ["fp32"], DEFAULT_CACHE)["fp32"])
+        size = 0
+        for source in graph.parent.glob(graph.name + "*"):
+            target = out / source.name
+            if not target.exists():
+                os.symlink(source.resolve(), target)
+            size += source.stat().st_size
+        components[name] = {"file": graph.name, "sha256": "not-verified", "bytes": size}
+    for folder in ("tokenizer", "scheduler"):
+        target = out / folder
+        if not target.exists():
+            os.symlink((tiny / folder).resolve(), target)
+    dit, vae, gemma = configs.SANA_600M_TRANSFORMER, configs.DCAE_F32C32, configs.GEMMA2_2B
+    from diffusers import SanaPipeline
+
+    from sana_edge.export.checkpoint import default_complex_human_instruction
+
+    model = {
+        "latent_channels": 32, "out_channels": 32, "caption_channels": gemma["hidden_size"],
+        "vocab_size": gemma["vocab_size"], "vae_scale_factor": 32, "vae_scaling_factor": vae["scaling_factor"],
+        "sample_size": 32, "timestep_scale": 1.0, "flow_shift": 3.0, "max_sequence_length": 300,
+        "complex_human_instruction": default_complex_human_instruction(SanaPipeline),
+        "decoder_block_out_channels": list(vae["decoder_block_out_channels"]),
+        "transformer_inner_dim": dit["num_attention_heads"] * dit["attention_head_dim"], "mlp_ratio": dit["mlp_ratio"],
+    }
+    manifest = {"format_version": FORMAT_VERSION, "precision": "fp32", "model": model, "components": components,
+                "tokenizer": "tokenizer/tokenizer.json", "scheduler_config": "scheduler/scheduler_config.json"}
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+    return out
+
+
+def run_case(case: str, steps: int) -> dict:
+    """One measurement, in this (fresh) process."""
+    import numpy as np
+
+    from sana_edge.memory import GiB as _GiB
+    from sana_edge.pipeline import SanaEdgePipeline
+
+    result: dict = {"case": case}
+    start = time.perf_counter()
+    if case.startswith("run1024"):
+        pipe = SanaEdgePipeline.from_export(EXPORT, verify=False, keep_loaded=case.endswith("keep_loaded"))
+        out = pipe.generate("a red fox in the snow", height=1024, width=1024, steps=steps, seed=0)
+        result.update(stage_peak_bytes=out.memory, plan=out.plan.describe(), keep_loaded=out.plan.keep_loaded,
+                      estimated_stage_bytes=out.plan.stage_bytes, timings=out.timings)
+    else:
+        budget = 8 * _GiB if "planner" in case else None
+        pipe = SanaEdgePipeline.from_export(EXPORT, verify=False, max_memory=budget)
+        latents = np.random.default_rng(0).standard_normal((1, 32, 128, 128)).astype(np.float32)
+        tile = None
+        if budget is not None:
+            plan = pipe.plan(4096, 4096)
+            tile = plan.decoder_tile
+            result.update(plan=plan.describe(), estimated_decoder_bytes=plan.stage_bytes["vae_decoder"])
+        image = pipe.decode(latents, tile=tile)
+        result.update(decoder_tile_px=tile * 32 if tile else None, finite=bool(np.isfinite(image).all()))
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def measure(case: str, steps: int) -> dict:
+    limit = UNTILED_CAP if case == "decode4096_untiled" else None
+
+    def cap():
+        if limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory_plan", "--case", case, "--steps", str(steps)],
+                          capture_output=True, text=True, preexec_fn=cap)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        return {"case": case, "failed": True, "cap_bytes": limit, "error": tail}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_report(results: list[dict], steps: int) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"command": "python -m benchmarks.memory_plan " + " ".join(sys.argv[1:]), "machine": platform.processor()
+            or platform.machine(), "cpus": os.cpu_count(), "steps": steps, "results": results}
+    (RESULTS / "memory.json").write_text(json.dumps(data, indent=2, default=str))
+    lines = ["# Peak memory, full-size SANA-0.6B + DC-AE f32c32 + Gemma-2-2B (fp32, random weights), ONNX Runtime CPU", "",
+             "| case | peak RSS | decoder tile | time (s) | note |", "|---|---|---|---|---|"]
+    for r in results:
+        if r.get("failed"):
+            lines.append(f"| {r['case']} | > {r['cap_bytes'] / GiB:.0f} GiB (allocation failed under the cap) | untiled | - | {r['error'][:120]} |")
+            continue
+        tile = f"{r['decoder_tile_px']} px" if r.get("decoder_tile_px") else ("untiled" if "decode" in r["case"] else "-")
+        note = ""
+        if "stage_peak_bytes" in r:
+            note = ", ".join(f"{k} {v / GiB:.2f}" for k, v in r["stage_peak_bytes"].items()) + " GiB per stage"
+        lines.append(f"| {r['case']} | {r['peak_rss_bytes'] / GiB:.2f} GiB | {tile} | {r['seconds']} | {note} |")
+    lines += ["", f"1024 px runs use {steps} denoising steps (peak memory does not grow with steps).",
+              "", "Command: `python -m benchmarks.memory_plan`"]
+    (RESULTS / "memory.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
+    args = parser.parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(args.case, args.steps), default=str))
+        return
+    assemble_export()
+    results = []
+    for case in args.cases.split(","):
+        print(f"... {case}", file=sys.stderr, flush=True)
+        results.append(measure(case, args.steps))
+        print(f"    {json.dumps(results[-1], default=str)[:300]}", file=sys.stderr, flush=True)
+    write_report(results, args.steps)
+
+
+if __name__ == "__main__":
+    main()
