@@ -1,4 +1,4 @@
-# Quick start: `make demo` (install, build the tiny model, export it, generate demo.png)
+# Quick start: `make demo` (install, export the built-in shapes-SANA, generate demo.png)
 #              `make test` (install with dev extras, run the test suite)
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
@@ -13,9 +13,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	sana-edge init-tiny build/tiny-sana --force
-	sana-edge export build/tiny-sana -o build/tiny-sana-onnx --force
-	sana-edge run "a red fox sitting in fresh snow" --model build/tiny-sana-onnx -o demo.png --seed 0 --height 512 --width 512
+	sana-edge export --force
+	sana-edge run "a large green triangle on the right on a white background" -o demo.png --seed 0
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
@@ -24,7 +23,7 @@ test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(PYTHON) -m benchmarks.dit_step_latency
+	$(PYTHON) -m benchmarks.latency
 
 clean:
 	rm -rf build demo.png

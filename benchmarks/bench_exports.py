@@ -35,6 +35,7 @@ from .dit_step_latency import step_inputs
 
 CACHE_VERSION = 1
 DEFAULT_CACHE = Path("build/bench-latency")
+FP32_TRACE_LIMIT = 6 * 2**30  # fp32 weights above this are traced in fp16 (see export_fp32)
 
 
 def graph_precision(component: str, precision: str) -> str:
@@ -99,6 +100,16 @@ def export_fp32(model: str, component: str, path: Path, log=print) -> None:
     log(f"built {component} ({weight_bytes / 2**30:.1f} GiB) in {time.perf_counter() - start:.0f}s; exporting")
     if weight_bytes < EXTERNAL_DATA_THRESHOLD:
         export_component(spec, module, dims, path)
+    elif weight_bytes > FP32_TRACE_LIMIT:
+        # Gemma-2-2B in fp32 (10.4 GB) plus the tracer's copy of it was OOM-killed at 23 GB here:
+        # trace it in fp16 (the `sana-edge export --precision fp16` path) and upcast the graph
+        # tensor by tensor. Same ops; the fp16 boundary casts become fp32 no-ops ORT removes.
+        from sana_edge.export.onnx_export import as_fp16
+
+        traced = _trace_then_free(spec, as_fp16(module), dims, path.parent / ".trace")
+        del module
+        upcast_fp16_graph(traced, path)
+        shutil.rmtree(traced.parent)
     else:
         traced = _trace_then_free(spec, module, dims, path.parent / ".trace")
         del module
@@ -127,6 +138,66 @@ def _trace_then_free(spec, module, dims, scratch: Path) -> Path:
         parameter.data = torch.empty(0)
     gc.collect()
     return traced
+
+
+def upcast_fp16_graph(source: Path, path: Path) -> None:
+    """Write `source` (an ONNX graph with fp16 tensors, weights in external files) as an fp32
+    graph at `path` with one external data file, streaming one tensor at a time (no whole copy
+    of the weights in memory)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from sana_edge.export.onnx_export import fix_negative_transpose_perms
+
+    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    model = onnx.load(str(source), load_external_data=False)
+    fix_negative_transpose_perms(model)
+    data_name = path.name + ".data"
+
+    def tensor_bytes(tensor) -> bytes:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            return numpy_helper.to_array(tensor).tobytes()
+        info = {e.key: e.value for e in tensor.external_data}
+        with open(source.parent / info["location"], "rb") as file:
+            file.seek(int(info.get("offset", 0)))
+            return file.read(int(info["length"])) if "length" in info else file.read()
+
+    def upcast(tensor, out) -> None:
+        data = tensor_bytes(tensor)
+        if tensor.data_type == f16:
+            data = np.frombuffer(data, np.float16).astype(np.float32).tobytes()
+            tensor.data_type = f32
+        dims = list(tensor.dims)
+        tensor.ClearField("raw_data")
+        for field in ("float_data", "int32_data", "int64_data", "double_data", "external_data"):
+            tensor.ClearField(field)
+        if len(data) < 1024:  # small constants stay inline
+            tensor.data_location = TensorProto.DEFAULT
+            tensor.raw_data = data
+        else:
+            offset = out.tell()
+            out.write(data)
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", offset), ("length", len(data))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
+        del tensor.dims[:]
+        tensor.dims.extend(dims)
+
+    with open(path.parent / data_name, "wb") as out:
+        for tensor in model.graph.initializer:
+            upcast(tensor, out)
+        for node in model.graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == f16:
+                    upcast(attribute.t, out)
+                elif node.op_type == "Cast" and attribute.name == "to" and attribute.i == f16:
+                    attribute.i = f32
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if value.type.tensor_type.elem_type == f16:
+            value.type.tensor_type.elem_type = f32
+    onnx.save(model, str(path))
 
 
 def _resave(traced: Path, path: Path) -> None:

@@ -52,10 +52,13 @@ def pointwise_convs_to_matmul(model) -> int:
         rewritten += 1
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
-    used = {i for n in model.graph.node for i in n.input}
-    kept = [t for t in model.graph.initializer if t.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    if rewritten:
+        # Drop the replaced Conv weights in place: copying initializers (extend) serializes each
+        # one, which protobuf refuses over 2 GB (Gemma-2-2B's fp32 embedding table is 2.4 GB).
+        used = {i for n in model.graph.node for i in n.input}
+        for index in reversed(range(len(model.graph.initializer))):
+            if model.graph.initializer[index].name not in used:
+                del model.graph.initializer[index]
     return rewritten
 
 

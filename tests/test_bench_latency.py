@@ -65,3 +65,37 @@ def test_bench_is_a_cli_command():
     result = CliRunner().invoke(app, ["bench", "--help"])
     assert result.exit_code == 0
     assert "--backends" in result.output and "--quick" in result.output
+
+
+def test_fp16_traced_graph_upcasts_to_an_equivalent_fp32_graph(tmp_path):
+    """Gemma-2-2B's fp32 graph is made by tracing in fp16 and upcasting (bench_exports): the result
+    must be an all-fp32 graph computing what the fp16-rounded weights compute in fp32."""
+    import copy
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from benchmarks.bench_exports import _trace_then_free, upcast_fp16_graph
+    from benchmarks.bench_models import build_torch, model_dims
+    from sana_edge.components import COMPONENTS, sample_inputs
+    from sana_edge.export.onnx_export import as_fp16
+
+    spec, dims = COMPONENTS["text_encoder"], model_dims("tiny")
+    module = build_torch("tiny", "text_encoder")
+    reference = copy.deepcopy(module)
+    for parameter in reference.parameters():  # the weights the fp16 trace keeps, computed in fp32
+        parameter.data = parameter.data.half().float()
+    traced = _trace_then_free(spec, as_fp16(module), dims, tmp_path / ".trace")
+    upcast_fp16_graph(traced, tmp_path / "text_encoder.onnx")
+
+    graph = onnx.load(str(tmp_path / "text_encoder.onnx"), load_external_data=False)
+    assert {t.data_type for t in graph.graph.initializer} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+    assert not [n for n in graph.graph.node for a in n.attribute if n.op_type == "Cast" and a.i == onnx.TensorProto.FLOAT16]
+    feeds = sample_inputs(spec, {**dims, **spec.validation_shapes[0]})
+    output = ort.InferenceSession(str(tmp_path / "text_encoder.onnx")).run(None, feeds)[0]
+    with torch.no_grad():
+        expected = reference(*[torch.from_numpy(feeds[n]) for n in spec.input_names]).numpy()
+    assert output.dtype == np.float32
+    np.testing.assert_allclose(output, expected, atol=2e-4 * float(np.abs(expected).max()))
