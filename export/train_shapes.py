@@ -292,6 +292,7 @@ def train(out_dir: Path, cfg: TrainConfig) -> dict:
     scheduler = DPMSolverMultistepScheduler.from_config({**SANA_SCHEDULER_CONFIG, "flow_shift": cfg.flow_shift})
     pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
     pipe.save_pretrained(out_dir, safe_serialization=True)
+    write_calibration_prompts(out_dir, cfg.seed)
     wall["total_training"] = time.perf_counter() - start
     score = quick_score(pipe, cfg.eval_captions, cfg.seed) if cfg.eval_captions else None
     log = {
@@ -307,6 +308,16 @@ def train(out_dir: Path, cfg: TrainConfig) -> dict:
     }
     (out_dir / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
     return log
+
+
+def write_calibration_prompts(out_dir: Path, seed: int, count: int = 32) -> None:
+    """Training-split captions shipped with the checkpoint: `sana-edge export --precision int8`
+    calibrates on them (export/exporter.py) instead of on generic prompts the model never saw."""
+    from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS
+
+    captions = [c for _, c in shapes.dataset(seed + 99, count, 32, split="train")]
+    header = "# int8 calibration prompts for this checkpoint: shapes-task training captions\n"
+    (out_dir / CHECKPOINT_CALIBRATION_PROMPTS).write_text(header + "\n".join(captions) + "\n")
 
 
 def _thin(values: list[float], every: int) -> list[float]:

@@ -37,11 +37,14 @@ class QuantOptions:
     calib_prompts: Path | None = None  # None: the shipped set
     calib_size: int = 16
     calib_steps: int = 8
-    calib_resolution: int | None = None  # px; None: half the model's base size
+    calib_resolution: int | None = None  # px; None: the model's base size, at most 512
     seed: int = 0
     keep_fp: tuple[str, ...] = DEFAULT_KEEP_FP
     smoothquant_alpha: float | None = None
     block_size: int = 128
+    # Weight-only bits of the text encoder, overriding the recipe's (8 for int8, 4 for int4): a
+    # text encoder whose caption signal int4 destroys can stay at 8 bits in an int4 export.
+    text_encoder_bits: int | None = None
 
     def check(self) -> None:
         if self.target not in TARGETS:
@@ -54,6 +57,10 @@ class QuantOptions:
             raise UserError(f"--smoothquant-alpha must be within [0, 1] (got {self.smoothquant_alpha})")
         if self.block_size not in (16, 32, 64, 128, 256):
             raise UserError(f"--block-size must be one of 16, 32, 64, 128, 256 (got {self.block_size})")
+        if self.calib_resolution is not None and (self.calib_resolution < 32 or self.calib_resolution % 32):
+            raise UserError(f"--calib-resolution must be a positive multiple of 32 px (got {self.calib_resolution})")
+        if self.text_encoder_bits not in (None, 4, 8):
+            raise UserError(f"--text-encoder-bits must be 4 or 8 (got {self.text_encoder_bits})")
 
 
 @dataclass(frozen=True)
@@ -106,12 +113,20 @@ def check_target(precision: str, target: str) -> None:
         )
 
 
+def component_method(recipe, options: QuantOptions, component: str) -> str:
+    """The quantization method `component` gets: the recipe's, or the text encoder's override."""
+    if component == "text_encoder" and options.text_encoder_bits:
+        return f"weight_only_int{options.text_encoder_bits}"
+    return getattr(recipe, component)
+
+
 def record(recipe, options: QuantOptions, calibration_hash: str | None) -> dict:
     """The recipe as written to the manifest."""
     data = {**asdict(recipe), **asdict(options), "calibration_sha256": calibration_hash}
+    data["text_encoder"] = component_method(recipe, options, "text_encoder")
     data["calib_prompts"] = str(options.calib_prompts) if options.calib_prompts else "shipped"
     data["keep_fp"] = list(options.keep_fp)
     return data
 
 
-__all__ = ["QuantOptions", "RECIPES", "DEFAULT_KEEP_FP", "recipe_for", "check_target", "record"]
+__all__ = ["QuantOptions", "RECIPES", "DEFAULT_KEEP_FP", "recipe_for", "check_target", "component_method", "record"]

@@ -72,10 +72,14 @@ def export(
     calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
     calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration noise."),
+    calib_resolution: Optional[int] = typer.Option(
+        None, help="Calibration image side in px (default: the model's base size, at most 512)."),
     keep_fp: Optional[list[str]] = typer.Option(
         None, help="Transformer node-name regex to keep unquantized (repeatable; replaces the default list)."),
     smoothquant_alpha: Optional[float] = typer.Option(None, help="SmoothQuant migration strength in [0, 1] (int8)."),
     block_size: int = typer.Option(128, help="int4/int8 weight-only block size."),
+    text_encoder_bits: Optional[int] = typer.Option(
+        None, help="Text encoder weight-only bits, 4 or 8 (default: 8 for int8, 4 for int4)."),
     backend: str = typer.Option("onnxruntime", help="onnxruntime (graphs only) or tensorrt (graphs + engines)."),
     min_size: int = typer.Option(512, help="TensorRT: smallest image side (px) the engines run."),
     opt_size: int = typer.Option(1024, help="TensorRT: image side (px) the engines are tuned for."),
@@ -102,8 +106,8 @@ def export(
         engines = EngineRange(min_size, opt_size, max_size, decoder_tile, compute_capability)
     quant = QuantOptions(
         target=target or ("tensorrt" if backend == "tensorrt" else "ort"), calib_prompts=calib_prompts, calib_size=calib_size, calib_steps=calib_steps,
-        seed=calib_seed, keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP,
-        smoothquant_alpha=smoothquant_alpha, block_size=block_size,
+        calib_resolution=calib_resolution, seed=calib_seed, keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP,
+        smoothquant_alpha=smoothquant_alpha, block_size=block_size, text_encoder_bits=text_encoder_bits,
     )
     quant.check()
     console = _console()
