@@ -15,8 +15,10 @@ from sana_edge import shapes
 from sana_edge.default_model import BUILTIN_NAME, EXAMPLE_PROMPT, default_export_dir, shipped_checkpoint
 
 CAPTIONS = 8
-# Measured on these 8 captions (see the module docstring): fp32 and int8 both score 100%.
-MIN_SCORE = {"fp32": 0.85, "int8": 0.80}
+# Measured on these 8 captions: fp32 95.0%, int8 97.5% (120 captions: 94.0% / 93.3%). One
+# wrong attribute in 8 captions costs 2.5-4 points, so 0.85 allows ~3 flips; broken images
+# (noise, flat colour, a lost caption) score 20-50%.
+MIN_SCORE = {"fp32": 0.85, "int8": 0.85}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_run_works_out_of_the_box_after_export(exports, tmp_path, monkeypatch):
     assert main(["run", EXAMPLE_PROMPT, "-o", str(out), "--seed", "0"]) == 0
     image = Image.open(out)
     assert image.size == (128, 128)
-    assert image.text["prompt"] == EXAMPLE_PROMPT
+    assert image.text["sana-edge:prompt"] == EXAMPLE_PROMPT
     assert all(shapes.score_image(image, EXAMPLE_PROMPT).values())
 
 

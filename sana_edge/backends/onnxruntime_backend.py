@@ -34,11 +34,12 @@ def default_providers() -> list[str]:
 
 
 class OrtSession:
-    def __init__(self, path: Path, providers: list[str], threads: int | None = None):
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None, memory_arena: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = memory_arena
         if threads:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -61,11 +62,15 @@ class OnnxRuntimeBackend:
         self.providers = providers or default_providers()
         self.threads = threads
 
-    def load(self, path: Path) -> OrtSession:
-        return OrtSession(path, self.providers, self.threads)
+    def load(self, path: Path, memory_arena: bool = True) -> OrtSession:
+        return OrtSession(path, self.providers, self.threads, memory_arena)
 
     def load_component(self, manifest, name: str) -> OrtSession:
-        return self.load(manifest.component_path(name))
+        # The decoder runs once per tile on GB-sized activations: ORT's CPU arena grows in
+        # powers of two and never shrinks, which put a 1536 px tile at 15.2 GiB peak against
+        # ~10 GiB of live tensors (benchmarks/results/memory.md). Without it, peak memory follows
+        # the live tensors, which is what the memory planner budgets.
+        return self.load(manifest.component_path(name), memory_arena=name != "vae_decoder")
 
     # -- what the memory planner asks (sana_edge.planner) --------------------------------------
 
