@@ -66,3 +66,30 @@ def test_dataset_is_seeded_and_splits_are_disjoint():
     held = {c for _, c in shapes.dataset(seed=1, count=40, size=32, split="held_out")}
     assert held and not train & held
     assert all(shapes.is_held_out(c) for c in held)
+
+
+def test_training_script_writes_a_loadable_checkpoint(tmp_path):
+    """A few steps of `sana-edge train-tiny` end to end: the real classes train, and the folder
+    it writes is a SANA checkpoint the exporter accepts (the full run is benchmarks-scale)."""
+    import json
+
+    from sana_edge.export.checkpoint import check_sana_folder, load_sana_pipeline
+    from sana_edge.export.train_shapes import TrainConfig, train
+
+    cfg = TrainConfig(ae_steps=2, ae_batch=4, dit_steps=2, dit_batch=8, dit_scenes=16, eval_captions=0, log_every=1)
+    log = train(tmp_path, cfg)
+    check_sana_folder(tmp_path)
+    pipe = load_sana_pipeline(tmp_path)
+    assert pipe.vae.config.scaling_factor == pytest.approx(log["latent_scaling_factor"])
+    assert pipe.transformer.config.sample_size * 32 == 128
+    assert len(log["losses"]["autoencoder"]) == 2 and len(log["losses"]["transformer"]) == 2
+    assert json.loads((tmp_path / "train_log.json").read_text())["config"]["seed"] == 0
+    assert shapes.is_caption((tmp_path / "calibration_prompts.txt").read_text().splitlines()[1])
+
+
+def test_train_tiny_refuses_bad_options(tmp_path, capsys):
+    from sana_edge.cli import main
+
+    assert main(["train-tiny", str(tmp_path / "m"), "--dit-steps", "0"]) == 2
+    assert "--dit-steps must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
