@@ -49,6 +49,7 @@ class SanaEdgePipeline:
         self.scheduler_config = manifest.scheduler_config
         FlowDPMSolver.from_diffusers_config(self.scheduler_config)  # refuse unsupported configs now
         self._sessions: dict = {}
+        self._low_memory: dict[str, bool] = {}
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
@@ -56,9 +57,16 @@ class SanaEdgePipeline:
         manifest = load_manifest(export_dir, verify=verify)
         return cls(manifest, get_backend(backend, manifest=manifest, **backend_options), max_memory, keep_loaded)
 
-    def session(self, name: str):
-        if name not in self._sessions:
-            self._sessions[name] = self.backend.load_component(self.manifest, name)
+    def session(self, name: str, low_memory: bool = False):
+        """The loaded session of a component; `low_memory` trades speed for a tighter peak (the
+        decoder when the plan tiles it) and reloads a session loaded the other way."""
+        loaded = self._sessions.get(name)
+        if loaded is not None and self._low_memory.get(name, False) != low_memory:
+            self.release(name)
+            loaded = None
+        if loaded is None:
+            self._sessions[name] = self.backend.load_component(self.manifest, name, low_memory=low_memory)
+            self._low_memory[name] = low_memory
         return self._sessions[name]
 
     def release(self, name: str) -> None:
@@ -126,7 +134,7 @@ class SanaEdgePipeline:
     def decode(self, latents: np.ndarray, tile: int | None = None, on_tile: Callable | None = None) -> np.ndarray:
         """Latents -> image in [-1, 1]; `tile` (latent positions) decodes in overlapping tiles."""
         scaled = (latents / np.float32(self.manifest.model["vae_scaling_factor"])).astype(np.float32)
-        session = self.session(DECODER.name)
+        session = self.session(DECODER.name, low_memory=tile is not None)
 
         def run(latent):
             return session.run({"latent": latent})["image"]

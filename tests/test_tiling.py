@@ -84,3 +84,19 @@ def test_large_images_decode_with_bounded_memory(decoder, size):
     assert image.shape == (1, 3, size, size) and np.isfinite(image).all()
     assert peak.peak - before.peak < (1 << 30)
     assert len(tile_grid(size // 32, size // 32, 16, default_overlap(16))) > 1
+
+
+def test_tiled_decodes_use_a_decoder_session_without_the_cpu_arena(tiny_export):
+    """A plan that tiles the decode is memory-bound: the decoder session is (re)loaded without
+    ONNX Runtime's CPU arena (which overshot a 12 GiB plan at full size); untiled runs keep it."""
+    from sana_edge import SanaEdgePipeline
+
+    pipe = SanaEdgePipeline.from_export(tiny_export)
+    latents = np.random.default_rng(0).standard_normal((1, 32, 8, 8)).astype(np.float32)
+    whole = pipe.decode(latents)
+    assert pipe.session("vae_decoder").memory_arena is True
+    pipe.decode(latents, tile=4)
+    assert pipe._sessions["vae_decoder"].memory_arena is False
+    again = pipe.decode(latents)
+    assert pipe._sessions["vae_decoder"].memory_arena is True
+    np.testing.assert_array_equal(whole, again)

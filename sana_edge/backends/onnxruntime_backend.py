@@ -39,7 +39,7 @@ class OrtSession:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_cpu_mem_arena = memory_arena
+        options.enable_cpu_mem_arena = self.memory_arena = memory_arena
         if threads:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -65,12 +65,12 @@ class OnnxRuntimeBackend:
     def load(self, path: Path, memory_arena: bool = True) -> OrtSession:
         return OrtSession(path, self.providers, self.threads, memory_arena)
 
-    def load_component(self, manifest, name: str) -> OrtSession:
-        # The decoder runs once per tile on GB-sized activations: ORT's CPU arena grows in
-        # powers of two and never shrinks, which put a 1536 px tile at 15.2 GiB peak against
-        # ~10 GiB of live tensors (benchmarks/results/memory.md). Without it, peak memory follows
-        # the live tensors, which is what the memory planner budgets.
-        return self.load(manifest.component_path(name), memory_arena=name != "vae_decoder")
+    def load_component(self, manifest, name: str, low_memory: bool = False) -> OrtSession:
+        # low_memory (the planner tiles the decode: the budget binds): no CPU arena. The arena
+        # grows in powers of two and keeps what it grew, which put a 4096 px decode in 1536 px
+        # tiles at 15.2 GiB peak against a 12 GiB plan; without it 6.4 GiB, but a 1536 px decode
+        # took 87.5 s instead of 56.5 s (benchmarks/results/memory.md), so unbound runs keep it.
+        return self.load(manifest.component_path(name), memory_arena=not low_memory)
 
     # -- what the memory planner asks (sana_edge.planner) --------------------------------------
 

@@ -127,7 +127,8 @@ class TensorRTBackend:
         self.device = cuda_driver.Device(0)
         self.cuda_graphs = cuda_graphs
 
-    def load_component(self, manifest, name: str) -> TrtSession:
+    def load_component(self, manifest, name: str, low_memory: bool = False) -> TrtSession:
+        # low_memory: engines preallocate their buffers; nothing to trade here.
         record = manifest.engines.get("components", {}).get(name)
         if record is None:
             raise UserError(
