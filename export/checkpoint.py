@@ -13,6 +13,9 @@ REQUIRED_SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "sched
 # Optional, in a checkpoint folder: prompts of the model's domain, used for int8 calibration
 # when --calib-prompts is not given.
 CHECKPOINT_CALIBRATION_PROMPTS = "calibration_prompts.txt"
+# Optional: per-precision quantization defaults the model asks for, e.g.
+# {"int4": {"text_encoder_bits": 8}}; command-line options still win.
+CHECKPOINT_QUANT_DEFAULTS = "sana_edge_quantization.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from sana_edge.components import COMPONENTS
 from sana_edge.errors import UserError
 from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 
-from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, default_complex_human_instruction, load_sana_pipeline, resolve_checkpoint
+from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, default_complex_human_instruction, load_sana_pipeline, resolve_checkpoint
 from .onnx_export import OPSET, as_fp16, count_eps, export_component, model_dims, torch_module
 from .validate import reference_outputs, validate_component
 
@@ -129,6 +130,14 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
         # activations on those, not on generic prompts, are what the int8 scales must cover.
         quant_options = dataclasses.replace(quant_options, calib_prompts=own_prompts)
         log(f"calibration prompts: {own_prompts} (shipped with the checkpoint)")
+    defaults_file = source / CHECKPOINT_QUANT_DEFAULTS
+    if quant_options and defaults_file.is_file():
+        asked = json.loads(defaults_file.read_text()).get(options.precision, {})
+        if quant_options.text_encoder_bits is None and asked.get("text_encoder_bits"):
+            quant_options = dataclasses.replace(quant_options, text_encoder_bits=int(asked["text_encoder_bits"]))
+            quant_options.check()
+            log(f"text encoder at {quant_options.text_encoder_bits} bits: the checkpoint asks for it "
+                f"({defaults_file.name}); --text-encoder-bits overrides")
 
     def stage(label: str):
         return _timed_stage(label, log)

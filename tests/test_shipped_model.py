@@ -41,7 +41,7 @@ def exports(tmp_path_factory):
 def test_the_model_ships_in_diffusers_layout():
     folder = shipped_checkpoint()
     for part in ("model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler",
-                 "calibration_prompts.txt", "train_log.json"):
+                 "calibration_prompts.txt", "sana_edge_quantization.json", "train_log.json"):
         assert (folder / part).exists(), part
     weights = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
     assert 1e6 < weights < 20e6
