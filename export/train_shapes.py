@@ -112,6 +112,19 @@ def _lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
+def _optimizer_step(opt, module, loss, lr: float) -> float:
+    """One clipped AdamW step at learning rate `lr`; returns the loss as a float."""
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
 def train_autoencoder(cfg: TrainConfig, losses: list) -> object:
     import torch
     from diffusers import AutoencoderDC
@@ -126,13 +139,7 @@ def train_autoencoder(cfg: TrainConfig, losses: list) -> object:
         y = vae.decode(z).sample
         weight = 1.0 + cfg.ae_shape_weight * mask
         loss = ((y - x) ** 2 * weight).mean() / weight.mean()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.ae_steps, cfg.ae_lr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss))
+        losses.append(_optimizer_step(opt, vae, loss, _lr(step, cfg.ae_steps, cfg.ae_lr)))
         if (step + 1) % cfg.log_every == 0 or step == 0:
             _log(f"autoencoder step {step + 1}/{cfg.ae_steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
     return vae.eval()
@@ -221,17 +228,11 @@ def train_transformer(cfg: TrainConfig, x0, captions, embedder: CaptionEmbedder,
         noisy = (1 - s) * clean + s * noise
         velocity = dit(noisy, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=sigma * 1000).sample
         loss = ((velocity - (noise - clean)) ** 2).mean()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.dit_steps, cfg.dit_lr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-        opt.step()
+        losses.append(_optimizer_step(opt, dit, loss, _lr(step, cfg.dit_steps, cfg.dit_lr)))
         decay = min(cfg.dit_ema, (1 + step) / (10 + step))  # short warm-up: early EMA tracks the model
         with torch.no_grad():
             for e, p in zip(ema.parameters(), dit.parameters()):
                 e.lerp_(p, 1 - decay)
-        losses.append(float(loss))
         if (step + 1) % cfg.log_every == 0 or step == 0:
             _log(f"transformer step {step + 1}/{cfg.dit_steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
     return ema
