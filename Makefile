@@ -1,29 +1,37 @@
-# Quick start: `make demo` (install, export the built-in shapes-SANA, generate demo.png)
-#              `make test` (install with dev extras, run the test suite)
+# Quick start on a fresh machine (only Python 3.10+ and make needed; everything goes in .venv):
+#   make demo   install, export the built-in shapes-SANA, generate demo.png
+#   make test   install with dev extras, run the test suite
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
-STAMP := build/.installed
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sana-edge-installed
 
 .PHONY: install demo test test-slow bench clean
 
-$(STAMP): pyproject.toml
-	$(PIP) install -q -e '.[export,dev]'
-	@mkdir -p build && touch $(STAMP)
+# Our own virtual environment: a system Python that is "externally managed" (PEP 668) refuses
+# pip installs, and a venv keeps the project's pinned build stack out of everything else.
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[export,dev]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	sana-edge export --force
-	sana-edge run "a large green triangle on the right on a white background" -o demo.png --seed 0
+	$(BIN)/sana-edge export --force
+	$(BIN)/sana-edge run "a large green triangle on the right on a white background" -o demo.png --seed 0
 
 test: $(STAMP)
-	$(PYTHON) -m pytest -q
+	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	$(PYTHON) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(PYTHON) -m benchmarks.latency
+	$(PY) -m benchmarks.latency
 
 clean:
-	rm -rf build demo.png
+	rm -rf build demo.png $(VENV)

@@ -3,7 +3,7 @@ sana-edge on ONNX Runtime fp32 / int8 / int4, full-size architectures with rando
 
     python -m benchmarks.latency [--model sana-0.6b] [--sizes 512,1024]
         [--backends torch-fp32,ort-fp32,ort-int8,ort-int4] [--repeats 3] [--warmup 1] [--quick]
-    sana-edge bench ...            (the same options)
+    sana-edge bench ...            (the same options; results default to ./sana-edge-bench)
 
 Writes <out>/<machine-tag>.json (every figure, versions, machine, command), .md (tables with
 speedups against the baseline) and .png (latency vs resolution, log scale).
@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import typer
 
 from . import bench_machine
 from .bench_exports import DEFAULT_CACHE, graph_bytes
@@ -298,24 +297,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
     print(markdown(result))
     log(f"wrote {stem}.json, .md, .png")
     return result
-
-
-def bench_command(
-    model: str = typer.Option("sana-0.6b", help="sana-0.6b, sana-1.6b or tiny."),
-    sizes: str = typer.Option("512,1024", help="Comma-separated resolutions in px."),
-    backends: str = typer.Option("torch-fp32,ort-fp32,ort-int8,ort-int4", help=", ".join(BACKENDS)),
-    repeats: int = typer.Option(3, help="Timed runs per stage (interleaved across backends)."),
-    warmup: int = typer.Option(1, help="Untimed runs per worker before timing."),
-    threads: int = typer.Option(os.cpu_count(), help="Intra-op threads for every backend."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny model, one size, 2 repeats (CI)."),
-    isolate: bool = typer.Option(False, "--isolate", help="Never keep two workers loaded together."),
-    out: Path = typer.Option(RESULTS, help="Folder for <machine-tag>.json/.md/.png."),
-    cache: Path = typer.Option(DEFAULT_CACHE, help="Export cache folder."),
-):
-    """Benchmark latency and memory per stage and resolution against diffusers (benchmarks/latency.py)."""
-    argv = ["--model", model, "--sizes", sizes, "--backends", backends, "--repeats", str(repeats), "--warmup", str(warmup),
-            "--threads", str(threads), "--out", str(out), "--cache", str(cache)]
-    main(argv + ["--quick"] * quick + ["--isolate"] * isolate)
 
 
 if __name__ == "__main__":

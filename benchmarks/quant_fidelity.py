@@ -73,7 +73,7 @@ def held_out_transformer_inputs(export: Path, size: int, steps: int) -> list[dic
 
 def transformer_checks(exports: dict, feeds: list[dict], repeats: int) -> dict:
     from sana_edge.backends.onnxruntime_backend import OrtSession
-    from sana_edge.fidelity import cosine
+    from sana_edge.metrics import cosine
 
     sessions = {p: OrtSession(exports[p] / "transformer.onnx", ["CPUExecutionProvider"]) for p in PRECISIONS}
     reference = [sessions["fp32"].run(f)["velocity"] for f in feeds]
@@ -111,7 +111,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from sana_edge.fidelity import compare_exports, json_safe
+    from sana_edge.evaluation import compare_exports
+    from sana_edge.metrics import json_safe
     from sana_edge.manifest import load_manifest
 
     exports = prepare_exports(args.work)

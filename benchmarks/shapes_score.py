@@ -8,7 +8,7 @@ Exports the built-in model (sana_edge/models/shapes-sana) at each precision thro
 generates a fixed held-out caption set (captions training never drew, sana_edge.shapes.is_held_out;
 noise seed = 1000 + caption index) with every export through the torch-free runtime, and scores
 each image against its caption (background, shape colour, shape, size, position). Each quantized
-export is compared with fp32 from the same noise (`sana_edge.fidelity.compare_exports`, what
+export is compared with fp32 from the same noise (`sana_edge.evaluation.compare_exports`, what
 `sana-edge eval` runs), so the table puts task score next to PSNR / SSIM / latent SQNR.
 
 Writes benchmarks/results/shapes_score.json, shapes_score.md and shapes_grid.png (fp32 samples).
@@ -86,7 +86,8 @@ def sample_grid(export: Path, captions: list[str], steps: int, guidance: float, 
 
 
 def run(args, log=print) -> dict:
-    from sana_edge.fidelity import compare_exports, json_safe
+    from sana_edge.evaluation import compare_exports
+    from sana_edge.metrics import json_safe
 
     captions = held_out_captions(args.captions)
     exports = export_all(args.precisions, args.work, log)

@@ -1,7 +1,7 @@
 """Train the shipped shapes-SANA: real diffusers/transformers classes at small sizes, on the
 procedural shapes task (sana_edge.shapes), on a laptop-class CPU in well under an hour.
 
-    python -m sana_edge.export.train_shapes --out DIR --seed 0      (or: sana-edge train-tiny DIR)
+    sana-edge train-tiny DIR --seed 0      (or: python -m sana_edge.export.train_shapes DIR)
 
 1. Tokenizer: Gemma special ids, BPE trained on the complex human instruction (CHI) plus captions,
    with one merged token per "<colour> background" phrase (see `phrase_merges`).
@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import typer
 
 from sana_edge import shapes
 from sana_edge.errors import UserError
@@ -326,40 +325,35 @@ def _thin(values: list[float], every: int) -> list[float]:
     return [round(float(np.mean(values[i:i + every])), 5) for i in range(0, len(values), every)]
 
 
-def train_tiny_command(
-    out_dir: Path = typer.Argument(..., help="Folder to write the trained checkpoint to (diffusers layout)."),
-    seed: int = typer.Option(0, help="Seed of data, initialisation and noise."),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
-    ae_steps: int = typer.Option(TrainConfig.ae_steps, help="Autoencoder steps."),
-    dit_steps: int = typer.Option(TrainConfig.dit_steps, help="Transformer steps."),
-    threads: int = typer.Option(TrainConfig.threads, help="torch CPU threads."),
-    eval_captions: int = typer.Option(TrainConfig.eval_captions, help="Held-out captions for the closing quick score (0: skip)."),
-):
-    """Train the small shapes-SANA (the built-in default model) on CPU: ~25 min on 2 cores."""
-    from sana_edge.cli import _require_export_extra
-
-    _require_export_extra()
+def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: int | None = None,
+                 dit_steps: int | None = None, threads: int = 2, eval_captions: int | None = None) -> dict:
+    """`sana-edge train-tiny`: check the options, train into a staging folder, report."""
     from .exporter import check_out_dir, staging_dir
 
-    for name, value in (("--ae-steps", ae_steps), ("--dit-steps", dit_steps), ("--threads", threads)):
+    defaults = TrainConfig()
+    cfg = TrainConfig(
+        seed=seed, threads=threads,
+        ae_steps=defaults.ae_steps if ae_steps is None else ae_steps,
+        dit_steps=defaults.dit_steps if dit_steps is None else dit_steps,
+        eval_captions=defaults.eval_captions if eval_captions is None else eval_captions,
+    )
+    for name, value in (("--ae-steps", cfg.ae_steps), ("--dit-steps", cfg.dit_steps), ("--threads", cfg.threads)):
         if value < 1:
             raise UserError(f"{name} must be at least 1 (got {value})")
-    if eval_captions < 0:
-        raise UserError(f"--eval-captions must be 0 or more (got {eval_captions})")
+    if cfg.eval_captions < 0:
+        raise UserError(f"--eval-captions must be 0 or more (got {cfg.eval_captions})")
     check_out_dir(out_dir, force)
-    cfg = TrainConfig(seed=seed, ae_steps=ae_steps, dit_steps=dit_steps, threads=threads, eval_captions=eval_captions)
     with staging_dir(out_dir) as stage:
         log = train(stage, cfg)
     score = log["quick_score_torch"]
     summary = f", quick held-out score {score['overall']:.1%}" if score else ""
     print(f"trained shapes-SANA written to {out_dir} in {log['wall_seconds']['total_training'] / 60:.1f} min{summary}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sana_edge.cli import main as cli_main
-
-    return cli_main(["train-tiny", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return log
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from sana_edge.cli import main as cli_main  # `python -m sana_edge.export.train_shapes DIR ...`
+
+    raise SystemExit(cli_main(["train-tiny", *sys.argv[1:]]))

@@ -8,7 +8,7 @@ import numpy as np
 
 from sana_edge.components import ComponentSpec, sample_inputs
 from sana_edge.errors import UserError
-from sana_edge.fidelity import cosine
+from sana_edge.metrics import cosine
 
 
 class ExportValidationError(UserError):

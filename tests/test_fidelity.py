@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from sana_edge.cli import main
-from sana_edge.fidelity import compare_exports, cosine, psnr, sqnr_db, ssim
+from sana_edge.evaluation import compare_exports
+from sana_edge.metrics import cosine, psnr, sqnr_db, ssim
 
 SIZE, STEPS = 64, 3  # tiny: the whole file runs in seconds
 PROMPTS = ["a red fox in the snow", "a blue circle on a yellow background"]

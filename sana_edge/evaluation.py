@@ -3,25 +3,24 @@
 Both pipelines start from the same noise, prompt and settings; we record the latent SQNR after
 every denoising step, the final images' PSNR/SSIM, and each component's output cosine on
 identical inputs (so a drift can be pinned to the text encoder, the DiT or the decoder).
-numpy only: like the rest of the runtime this must run on a machine without torch.
+numpy only: like the rest of the runtime this must run on a machine without torch. The metrics
+themselves are in sana_edge.metrics; the command's options in sana_edge.cli.eval.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-import typer
 
 from . import shapes
 from .components import TEXT_ENCODER, TRANSFORMER
 from .errors import UserError
+from .fileio import write_json_atomic
+from .metrics import cosine, json_safe, psnr, sqnr_db, ssim
 from .prompt import read_prompt_file
 
 DEFAULT_PROMPTS = (
@@ -42,81 +41,7 @@ METRICS = {
     "latency_b_s": "latency B (s)",
 }
 
-# -- metrics (float64 throughout: fp32 accumulation would itself cost SQNR at these sizes) ----
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    if np.array_equal(a, b):
-        return 1.0  # exact, instead of 1 +- rounding of the norms
-    norm = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / norm) if norm > 0 else 0.0
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of `test` against `reference`, in dB (+inf if equal)."""
-    reference = np.asarray(reference, np.float64)
-    noise = float(np.sum((reference - np.asarray(test, np.float64)) ** 2))
-    if noise == 0.0:
-        return math.inf
-    signal = float(np.sum(reference**2))
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
-def psnr(ref_uint8: np.ndarray, test_uint8: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two 8-bit images, peak 255 (+inf if equal)."""
-    mse = float(np.mean((np.asarray(ref_uint8, np.float64) - np.asarray(test_uint8, np.float64)) ** 2))
-    return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    window = np.exp(-(x**2) / (2 * sigma**2))
-    return window / window.sum()
-
-
-def _filter_valid(x: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Separable 2-D 'valid' correlation over the last two axes (scipy is not a dependency).
-
-    'valid' (no padding) is the original SSIM definition: border windows see no invented pixels.
-    """
-    k = len(window)
-    rows = sum(w * x[..., i : x.shape[-2] - k + 1 + i, :] for i, w in enumerate(window))
-    return sum(w * rows[..., i : x.shape[-1] - k + 1 + i] for i, w in enumerate(window))
-
-
-def ssim(ref_uint8: np.ndarray, test_uint8: np.ndarray) -> float:
-    """Structural similarity (Wang et al. 2004): Gaussian window 11/1.5, K1=0.01, K2=0.03, L=255.
-
-    Images are (H, W) or (H, W, C); computed per channel and averaged.
-    """
-    ref = np.asarray(ref_uint8, np.float64)
-    test = np.asarray(test_uint8, np.float64)
-    if ref.shape != test.shape:
-        raise ValueError(f"ssim needs images of one shape, got {ref.shape} and {test.shape}")
-    if np.array_equal(ref, test):
-        return 1.0
-    if ref.ndim == 2:
-        ref, test = ref[..., None], test[..., None]
-    window = _gaussian_window()
-    if min(ref.shape[:2]) < len(window):
-        raise ValueError(f"ssim needs images of at least {len(window)}x{len(window)} px, got {ref.shape[:2]}")
-    x, y = ref.transpose(2, 0, 1), test.transpose(2, 0, 1)  # channels first: filter the last two axes
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_x, mu_y = _filter_valid(x, window), _filter_valid(y, window)
-    var_x = _filter_valid(x * x, window) - mu_x**2
-    var_y = _filter_valid(y * y, window) - mu_y**2
-    cov = _filter_valid(x * y, window) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float(np.mean(ssim_map.mean(axis=(1, 2))))
-
-
 # -- comparison ------------------------------------------------------------------------------
-
-
-def read_prompts(path: Path) -> list[str]:
-    return read_prompt_file(path, "prompts")
 
 
 def _check_settings(prompts, steps: int, seed: int) -> None:
@@ -253,32 +178,9 @@ def _mean(values: list[float]) -> float:
 # -- output ----------------------------------------------------------------------------------
 
 
-def json_safe(value):
-    """inf -> "inf", -inf -> "-inf", nan -> None, recursively: the file stays strict JSON."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-    elif isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_result_json(path: Path, result: dict) -> None:
-    """Write through a temp file and rename, so a failure never leaves a half-written file."""
-    text = json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Strict JSON (inf as "inf"), written atomically."""
+    write_json_atomic(path, json_safe(result))
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -318,34 +220,3 @@ def render(result: dict, console) -> None:
         f"min PSNR {_fmt(summary['psnr_db']['min'])} dB, min SSIM {_fmt(summary['ssim']['min'], 4)}, "
         f"final latent SQNR {_fmt(summary['final_latent_sqnr_db']['min'])} dB, B runs at {ratio:.2f}x A's speed"
     )
-
-
-def eval_command(
-    export_a: Path = typer.Argument(..., help="Reference export folder (e.g. fp32)."),
-    export_b: Path = typer.Argument(..., help="Export folder to compare against it (e.g. int8)."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Text file, one prompt per line (# comments and blank lines ignored)."),
-    size: int = typer.Option(512, "--size", help="Image height and width in px, a multiple of the VAE scale factor."),
-    steps: int = typer.Option(20, "--steps", help="Denoising steps."),
-    guidance: float = typer.Option(4.5, "--guidance", help="Classifier-free guidance scale (<= 1 turns CFG off)."),
-    seed: int = typer.Option(0, "--seed", help="Noise seed of the first prompt (prompt i uses seed + i)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result to this JSON file."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
-):
-    """Compare export B against export A from the same noise: latent SQNR, PSNR/SSIM, cosines, latency."""
-    from rich.console import Console
-
-    prompt_list = read_prompts(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
-    if json_out is not None:  # refuse before minutes of generation, not after
-        if json_out.is_dir():
-            raise UserError(f"--json '{json_out}' is a folder; pass a file path such as {json_out / 'eval.json'}")
-        if not json_out.parent.is_dir():
-            raise UserError(f"folder '{json_out.parent}' for --json does not exist; create it first")
-    console = Console(highlight=False, soft_wrap=True)
-    result = compare_exports(
-        export_a, export_b, prompt_list, size=size, steps=steps, guidance_scale=guidance, seed=seed,
-        verify=not no_verify, log=console.print,
-    )
-    render(result, console)
-    if json_out is not None:
-        write_result_json(json_out, result)
-        console.print(f"wrote {json_out}")

@@ -1,0 +1,114 @@
+"""The `sana-edge` Typer app and its entry point: every failure ends in one line and an exit code.
+
+Command modules (sana_edge.cli.*) register on `app`. They import only the runtime at module
+level; build-side (sana_edge.export, sana_edge.quant), benchmark and optional-extra modules are
+imported inside the command bodies, so `sana-edge --help` and every `COMMAND --help` work on a
+runtime-only install (tests/test_cli_layering.py).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import warnings
+
+import typer
+
+from ..errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="SANA text-to-image on exported graphs.", invoke_without_command=True)
+
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so `finally` blocks and staging cleanup run."""
+
+
+@app.callback()
+def _root(ctx: typer.Context):
+    if ctx.invoked_subcommand is None:  # a bare `sana-edge`: show the commands, then say why it stopped
+        typer.echo(ctx.get_help())
+        raise UserError("no command given; pick one of the commands above (e.g. `sana-edge run \"a red fox\"`)")
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    # markup off: messages carry literal brackets (pip extras like sana-edge[export], shapes)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)
+
+
+def require_extra(extra: str, modules: tuple[str, ...]) -> None:
+    """Import `modules`, or fail with one line naming the extra that provides them."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or module
+            raise UserError(f"this command needs the '{extra}' extra ({missing} is missing); "
+                            f"install it with: pip install 'sana-edge[{extra}]'") from None
+
+
+def require_export_extra() -> None:
+    require_extra("export", ("sana_edge.export.exporter", "torch", "diffusers", "transformers", "onnx"))
+
+
+def _usage_message(exc) -> str:
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(message.split()).rstrip(".")  # click's messages may wrap: keep one line
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "sana-edge"
+    return f"error: {message}; see `{where} --help`"
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 SIGINT, 143 SIGTERM)."""
+    from typer._click import exceptions as click_exceptions  # typer vendors its own click
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    previous = None
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread (e.g. a test runner's worker): leave it
+            previous = None
+    try:
+        result = app(args=argv, prog_name="sana-edge", standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except click_exceptions.UsageError as exc:
+        print(_usage_message(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except click_exceptions.ClickException as exc:
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Abort:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_SIGINT
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_SIGINT
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return EXIT_SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if isinstance(result, int) and result == EXIT_SIGINT:  # typer turns Ctrl-C into Exit(130)
+        print("error: interrupted; nothing was written", file=sys.stderr)
+    return result if isinstance(result, int) else 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Build-side commands: `export`, `init-tiny`, `train-tiny`. Their implementations live in
+sana_edge.export / sana_edge.quant (the `export` extra) and are imported inside the bodies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..default_model import BUILTIN_NAME, default_export_dir, is_builtin
+from ..errors import UserError
+from .app import app, require_export_extra
+from .app import console as make_console
+
+
+@app.command("init-tiny")
+def init_tiny(
+    out_dir: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
+    seed: int = typer.Option(0, help="Seed for the random weights."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
+    preset: str = typer.Option("tiny", help="tiny (tests, demo) or mid (full 0.6B width, 4 layers)."),
+):
+    """Write a tiny random-weight SANA checkpoint (diffusers layout) for tests and demos."""
+    require_export_extra()
+    from ..export.configs import PRESETS
+    from ..export.exporter import check_out_dir, staging_dir
+    from ..export.tiny import write_tiny_checkpoint
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    check_out_dir(out_dir, force)
+    with staging_dir(out_dir) as stage:
+        write_tiny_checkpoint(stage, seed=seed, preset=preset)
+    make_console().print(f"tiny SANA checkpoint written to {out_dir}")
+
+
+@app.command()
+def export(
+    checkpoint: str = typer.Argument(
+        BUILTIN_NAME, help=f"diffusers-format SANA folder or hub id (default: the built-in {BUILTIN_NAME})."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Export folder to create (default for the built-in model: where `run` looks)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16, int8 (W8A8, calibrated) or int4 (weight-only)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+    target: Optional[str] = typer.Option(
+        None, help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt (default: tensorrt with --backend tensorrt)."),
+    calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
+    calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
+    calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
+    calib_seed: int = typer.Option(0, help="Seed of the calibration noise."),
+    calib_resolution: Optional[int] = typer.Option(
+        None, help="Calibration image side in px (default: the model's base size, at most 512)."),
+    keep_fp: Optional[list[str]] = typer.Option(
+        None, help="Transformer node-name regex to keep unquantized (repeatable; replaces the default list)."),
+    smoothquant_alpha: Optional[float] = typer.Option(None, help="SmoothQuant migration strength in [0, 1] (int8)."),
+    block_size: int = typer.Option(128, help="int4/int8 weight-only block size."),
+    text_encoder_bits: Optional[int] = typer.Option(
+        None, help="Text encoder weight-only bits, 4 or 8 (default: 8 for int8, 4 for int4)."),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime (graphs only) or tensorrt (graphs + engines)."),
+    min_size: int = typer.Option(512, help="TensorRT: smallest image side (px) the engines run."),
+    opt_size: int = typer.Option(1024, help="TensorRT: image side (px) the engines are tuned for."),
+    max_size: int = typer.Option(1024, help="TensorRT: largest image side (px) the transformer engine runs."),
+    decoder_tile: int = typer.Option(1024, help="TensorRT: largest decoder input (px); larger images decode in tiles."),
+    compute_capability: Optional[str] = typer.Option(
+        None, help="TensorRT-RTX: target GPU, e.g. 8.9 (default: portable across Ampere and later RTX GPUs)."),
+):
+    """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs (and TensorRT engines)."""
+    if out_dir is None:
+        if not is_builtin(checkpoint):
+            raise UserError(f"pass the export folder to create with -o DIR (e.g. -o {Path(checkpoint).name or 'sana'}-onnx)")
+        out_dir = default_export_dir()
+    require_export_extra()
+    from ..export.exporter import ExportOptions, export_checkpoint
+    from ..quant.recipes import DEFAULT_KEEP_FP, QuantOptions
+
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise UserError(f"unknown backend '{backend}'; choose onnxruntime or tensorrt")
+    engines = None
+    if backend == "tensorrt":
+        from ..export.engine import EngineRange
+
+        engines = EngineRange(min_size, opt_size, max_size, decoder_tile, compute_capability)
+    quant = QuantOptions(
+        target=target or ("tensorrt" if backend == "tensorrt" else "ort"), calib_prompts=calib_prompts, calib_size=calib_size, calib_steps=calib_steps,
+        calib_resolution=calib_resolution, seed=calib_seed, keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP,
+        smoothquant_alpha=smoothquant_alpha, block_size=block_size, text_encoder_bits=text_encoder_bits,
+    )
+    quant.check()
+    console = make_console()
+    export_checkpoint(
+        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
+                      engines=engines),
+        log=console.print,
+    )
+
+
+@app.command("train-tiny")
+def train_tiny(
+    out_dir: Path = typer.Argument(..., help="Folder to write the trained checkpoint to (diffusers layout)."),
+    seed: int = typer.Option(0, help="Seed of data, initialisation and noise."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
+    ae_steps: Optional[int] = typer.Option(None, help="Autoencoder steps (default: the training config's)."),
+    dit_steps: Optional[int] = typer.Option(None, help="Transformer steps (default: the training config's)."),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+    eval_captions: Optional[int] = typer.Option(None, help="Held-out captions for the closing quick score (0: skip)."),
+):
+    """Train the small shapes-SANA (the built-in default model) on CPU."""
+    require_export_extra()
+    from ..export.train_shapes import run_training
+
+    run_training(out_dir, seed=seed, force=force, ae_steps=ae_steps, dit_steps=dit_steps, threads=threads,
+                 eval_captions=eval_captions)
