@@ -2,26 +2,18 @@
 
 Stages run one at a time (text encoder, transformer, decoder). Each stage's need is its weights
 (the graph or engine files' size, which is what the session holds) plus an activation estimate
-that grows with the image; the decoder's estimate follows the tile, not the image. Activation
-factors were fitted to peak-memory measurements of the full-size models (see
-benchmarks/memory_plan.py and benchmarks/results/memory.md) and round up, so a plan errs on
-the side of smaller tiles.
+that grows with the image (declared per component in sana_edge.components, fitted to the
+full-size models' measured peaks); the decoder's estimate follows the tile, not the image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .components import COMPONENTS
 from .errors import UserError
 from .memory import format_bytes
 
-# Decoder: fp32 copies of the per-pixel feature volume alive at the peak (see
-# _decoder_floats_per_pixel). Full-size DC-AE decoder on ONNX Runtime CPU, peak RSS over the
-# loaded session: 0.25 / 0.98 / 3.16 GiB at 256 / 512 / 1024 px, i.e. 4.1-3.6 copies; 4.5 rounds up.
-DECODER_LIVE_TENSORS = 4.5
-# Transformer: bytes per token per unit of its widest (MLP) activation, batch 2 for CFG.
-TRANSFORMER_LIVE_TENSORS = 4.0
-TEXT_ENCODER_LIVE_TENSORS = 32.0
 SESSION_OVERHEAD = 1.15  # a session holds its weights plus allocator slack
 TILE_CHOICES = (64, 48, 32, 24, 16, 12, 8, 6, 4)  # latent positions (x32 px), largest first
 
@@ -47,26 +39,12 @@ class MemoryPlan:
         return f"plan for {format_bytes(self.budget)}: {residency}, {tiling}; estimated need {stages}"
 
 
-def _decoder_floats_per_pixel(model: dict) -> float:
-    # Feature volume per output pixel: stage i runs at 1/2^i of the resolution (DC-AE layout).
-    channels = model.get("decoder_block_out_channels") or [128, 256, 512, 512, 1024, 1024]
-    return sum(c / 4**i for i, c in enumerate(channels))
+def activation_bytes(stage: str, model, height_px: int, width_px: int, text_length: int = 300) -> int:
+    """The stage's activation estimate, declared with its component (sana_edge.components)."""
+    return COMPONENTS[stage].activation_bytes(model, height_px, width_px, text_length)
 
 
-def activation_bytes(stage: str, model: dict, height_px: int, width_px: int, text_length: int = 300) -> int:
-    pixels = height_px * width_px
-    if stage == "vae_decoder":
-        return int(pixels * _decoder_floats_per_pixel(model) * 4 * DECODER_LIVE_TENSORS)
-    if stage == "transformer":
-        tokens = pixels // int(model["vae_scale_factor"]) ** 2
-        width = int(model.get("transformer_inner_dim", 1152)) * float(model.get("mlp_ratio", 2.5)) * 2  # GLU
-        return int(2 * tokens * width * 4 * TRANSFORMER_LIVE_TENSORS)
-    if stage == "text_encoder":
-        return int(text_length * int(model["caption_channels"]) * 4 * TEXT_ENCODER_LIVE_TENSORS)
-    raise ValueError(stage)
-
-
-def plan_memory(model: dict, weights: dict, height: int, width: int, budget: int, keep_loaded: bool = False,
+def plan_memory(model, weights: dict, height: int, width: int, budget: int, keep_loaded: bool = False,
                 base: int = 0, max_tile: int | None = None, text_length: int = 300) -> MemoryPlan:
     """Choose residency and decoder tile for a `height` x `width` px run within `budget` bytes.
 
@@ -74,7 +52,7 @@ def plan_memory(model: dict, weights: dict, height: int, width: int, budget: int
     (the Python process on CPU, the CUDA context on GPU); `max_tile`: the largest decoder input
     the engine's profile allows (latent positions), None when any size runs.
     """
-    factor = int(model["vae_scale_factor"])
+    factor = model.vae_scale_factor
     latent_h, latent_w = height // factor, width // factor
     need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in weights.items()}
     need["text_encoder"] += activation_bytes("text_encoder", model, height, width, text_length)

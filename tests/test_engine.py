@@ -29,11 +29,11 @@ def engine_cache(tmp_path_factory):
 def _export(checkpoint, out, precision="fp16"):
     from sana_edge.export.engine import EngineRange
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
-    from sana_edge.quant.recipes import QuantOptions
+    from sana_edge.quant.configs import Calibration, QuantSettings
 
-    quant = QuantOptions(target="tensorrt", calib_size=2, calib_steps=2) if precision in ("int8", "int4") else None
-    return export_checkpoint(ExportOptions(str(checkpoint), out, precision=precision, quant=quant,
-                                           engines=EngineRange(**SMALL)), log=lambda _: None)
+    return export_checkpoint(ExportOptions(str(checkpoint), out, precision=precision, quant=QuantSettings(target="tensorrt"),
+                                           calibration=Calibration(size=2, steps=2), engines=EngineRange(**SMALL)),
+                             log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from sana_edge.errors import UserError
+from sana_edge.manifest import ModelValues
 from sana_edge.memory import GiB, parse_bytes
 from sana_edge.planner import plan_memory
 
 # Full-size Sana-0.6B + DC-AE + Gemma-2-2B model values, fp32 file sizes.
-FULL = {"vae_scale_factor": 32, "caption_channels": 2304, "transformer_inner_dim": 1152, "mlp_ratio": 2.5,
-        "decoder_block_out_channels": [128, 256, 512, 512, 1024, 1024]}
+FULL = ModelValues(latent_channels=32, out_channels=32, vae_scale_factor=32, vae_scaling_factor=0.41407, sample_size=32,
+                   max_sequence_length=300, complex_human_instruction=(), timestep_scale=1.0, caption_channels=2304,
+                   transformer_inner_dim=1152, mlp_ratio=2.5, decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024))
 FULL_WEIGHTS = {"text_encoder": int(9.74 * GiB), "transformer": int(2.21 * GiB), "vae_decoder": int(0.59 * GiB)}
 
 
