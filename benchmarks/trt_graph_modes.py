@@ -12,7 +12,6 @@ Writes benchmarks/results/trt_graph_modes-<gpu>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys

@@ -185,7 +185,7 @@ def make_fake_trt(cuda: FakeCuda, version: str = "1.7.1.116", validity: tuple[st
     trt.DynamicShapesKernelSpecializationStrategy = types.SimpleNamespace(LAZY="LAZY", EAGER="EAGER", NONE="NONE")
     trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(STATIC="STATIC", ON_PROFILE_CHANGE="ON_PROFILE_CHANGE",
                                                                    USER_MANAGED="USER_MANAGED")
-    trt.nptype = np.dtype
+    trt.nptype = lambda dtype: np.dtype(dtype).type  # as the real one: a numpy scalar type
 
     class Logger:
         WARNING, ERROR = "WARNING", "ERROR"
@@ -195,37 +195,37 @@ def make_fake_trt(cuda: FakeCuda, version: str = "1.7.1.116", validity: tuple[st
 
     class RuntimeCache:
         def __init__(self):
-            self.kernels: set[str] = set()
+            self._kernels: set[str] = set()
 
         def serialize(self) -> bytes:
-            return json.dumps(sorted(self.kernels)).encode()
+            return json.dumps(sorted(self._kernels)).encode()
 
         def deserialize(self, blob) -> bool:
             if cuda.current() is None:  # TensorRT needs a current context to compare environments
                 return False
-            self.kernels = set(json.loads(bytes(blob)))
+            self._kernels = set(json.loads(bytes(blob)))
             return True
 
     class RuntimeConfig:
         def __init__(self):
             self.cuda_graph_strategy = "DISABLED"
             self.dynamic_shapes_kernel_specialization_strategy = "LAZY"
-            self.allocation, self.cache = "STATIC", None
+            self._allocation, self._cache = "STATIC", None
 
         def set_execution_context_allocation_strategy(self, strategy):
-            self.allocation = strategy
+            self._allocation = strategy
 
         def create_runtime_cache(self):
             return RuntimeCache()
 
         def set_runtime_cache(self, cache):
-            self.cache = cache
+            self._cache = cache
             return True
 
     class Engine:
         def __init__(self, spec: dict):
             self.device_memory_size_v2 = spec["device_memory"]
-            self.capturable = spec["capturable"]
+            self._capturable = spec["capturable"]
             self.num_io_tensors = 2
 
         def get_tensor_name(self, index):
@@ -241,44 +241,42 @@ def make_fake_trt(cuda: FakeCuda, version: str = "1.7.1.116", validity: tuple[st
             return RuntimeConfig()
 
         def create_execution_context(self, config):
-            if config.cache is not None and "y=2x+1" not in config.cache.kernels:
+            if config._cache is not None and "y=2x+1" not in config._cache._kernels:
                 trt.log["compiled"] += 1  # just-in-time compilation, skipped when the cache has it
-                config.cache.kernels.add("y=2x+1")
+                config._cache._kernels.add("y=2x+1")
             context = Context(self, config)
             trt.log["contexts"].append(context)
             return context
 
     class Context:
         def __init__(self, engine, config):
-            self.engine, self.config = engine, config
-            self.shapes, self.addresses, self.device_memory = {}, {}, None
-            self.runs = 0
+            self.engine, self._config = engine, config
+            self._shapes, self._addresses, self.device_memory = {}, {}, None
 
         def set_device_memory(self, ptr, size):
             assert size >= self.engine.device_memory_size_v2 and ptr in cuda.memory
             self.device_memory = ptr
 
         def set_input_shape(self, name, shape):
-            self.shapes[name] = tuple(shape)
+            self._shapes[name] = tuple(shape)
             return True
 
         def get_tensor_shape(self, name):
-            return self.shapes["x"]
+            return self._shapes["x"]
 
         def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
+            self._addresses[name] = ptr
             return True
 
         def is_stream_capturable(self, stream):
-            return self.engine.capturable
+            return self.engine._capturable
 
         def execute_async_v3(self, stream):
-            if self.config.allocation == "USER_MANAGED" and self.device_memory is None:
+            if self._config._allocation == "USER_MANAGED" and self.device_memory is None:
                 return False
-            shape, src, dst = self.shapes["x"], self.addresses["x"], self.addresses["y"]  # fixed at enqueue
+            shape, src, dst = self._shapes["x"], self._addresses["x"], self._addresses["y"]  # fixed at enqueue
 
             def kernel():
-                self.runs += 1
                 n = int(np.prod(shape)) * 4
                 x = np.frombuffer(cuda.read(src, n), np.float32)
                 cuda.write(dst, (2 * x + 1).astype(np.float32).tobytes())
@@ -304,7 +302,9 @@ def make_fake_trt(cuda: FakeCuda, version: str = "1.7.1.116", validity: tuple[st
                 return None
             return Engine(json.loads(blob[HEADER:]))
 
-    trt.Logger, trt.Runtime = Logger, Runtime
+    # The real module's names, so a test can hold the fake's surface against the real bindings.
+    trt.Logger, trt.Runtime, trt.ICudaEngine, trt.IExecutionContext = Logger, Runtime, Engine, Context
+    trt.IRuntimeConfig, trt.IRuntimeCache = RuntimeConfig, RuntimeCache
     return trt
 
 

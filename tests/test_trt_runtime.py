@@ -91,8 +91,6 @@ def test_old_driver_is_refused_from_cuDriverGetVersion_before_any_engine(gpu, tm
 
 def test_real_validity_api_reports_a_malformed_engine_on_cpu():
     """The installed TensorRT-RTX reads a header without a GPU: our reading of its answer holds."""
-    from sana_edge.backends.trt_checks import engine_problem
-
     flavor = next((f for f in trt_flavor.installed_flavors() if f.is_rtx), None)
     if flavor is None:
         pytest.skip("TensorRT-RTX is not installed (pip install 'sana-edge[tensorrt-rtx]')")
@@ -215,7 +213,7 @@ def test_session_replays_only_graphs_of_its_current_shape(gpu, tmp_path):
     cuda, trt = gpu
     manifest = fake_export(tmp_path / "export")
     session = _backend(manifest, graphs="manual").load_component(manifest, "transformer")
-    assert trt.log["contexts"][-1].config.dynamic_shapes_kernel_specialization_strategy == "EAGER"
+    assert trt.log["contexts"][-1]._config.dynamic_shapes_kernel_specialization_strategy == "EAGER"
     rng = np.random.default_rng(0)
     for rows in (2, 2, 2, 2, 5, 5, 5, 2, 2):
         x = rng.standard_normal((rows, 4)).astype(np.float32)
@@ -240,13 +238,13 @@ def test_rtx_uses_built_in_whole_graph_capture_by_default(gpu, tmp_path):
     manifest = fake_export(tmp_path / "export")
     backend = _backend(manifest)
     session = backend.load_component(manifest, "transformer")
-    config = trt.log["contexts"][-1].config
+    config = trt.log["contexts"][-1]._config
     assert backend.graphs == "builtin" and session.graphs is None
-    assert config.cuda_graph_strategy == "WHOLE_GRAPH_CAPTURE" and config.allocation == "USER_MANAGED"
+    assert config.cuda_graph_strategy == "WHOLE_GRAPH_CAPTURE" and config._allocation == "USER_MANAGED"
     np.testing.assert_array_equal(session.run({"x": np.zeros((3, 4), np.float32)})["y"], np.ones((3, 4)))
     session.close()
     session = _backend(manifest, graphs="off").load_component(manifest, "transformer")
-    assert trt.log["contexts"][-1].config.cuda_graph_strategy == "DISABLED" and session.graphs is None
+    assert trt.log["contexts"][-1]._config.cuda_graph_strategy == "DISABLED" and session.graphs is None
     session.close()
 
 
@@ -285,3 +283,31 @@ def test_stage_sizes_are_engine_plus_device_memory_plus_io(gpu, tmp_path, monkey
     monkeypatch.setattr(trt_flavor, "_RUNTIMES", {})
     assert _backend(manifest).stage_bytes(manifest) == sizes
     assert trt.log["deserialized"] == 3  # ...and remembered in the engine cache folder
+
+
+def test_the_fake_uses_only_names_the_real_bindings_have(gpu, tmp_path):
+    """Every public name of the fake TensorRT-RTX exists in the installed bindings, so the backend
+    code these tests pass cannot call something the real library lacks."""
+    flavor = next((f for f in trt_flavor.installed_flavors() if f.is_rtx and f.trt is not gpu[1]), None)
+    real = flavor.trt if flavor else None
+    if real is None:
+        import importlib
+
+        try:
+            real = importlib.import_module("tensorrt_rtx_bindings")
+        except ImportError:
+            pytest.skip("TensorRT-RTX is not installed (pip install 'sana-edge[tensorrt-rtx]')")
+    _cuda, fake = gpu
+    manifest = fake_export(tmp_path / "export")
+    _backend(manifest).load_component(manifest, "transformer").close()
+    context = fake.log["contexts"][-1]
+    instances = {"IExecutionContext": context, "ICudaEngine": context.engine, "IRuntimeConfig": context._config,
+                 "IRuntimeCache": context._config._cache}
+    public = lambda names: {n for n in names if not n.startswith("_")}  # noqa: E731
+    for name in public(vars(fake)) - {"log", "validity"}:
+        assert hasattr(real, name), name
+        fake_value, real_value = getattr(fake, name), getattr(real, name)
+        members = public(dir(fake_value)) | public(vars(instances[name]) if name in instances else ())
+        if not callable(fake_value) or isinstance(fake_value, type):
+            missing = {m for m in members if not hasattr(real_value, m)}
+            assert not missing, (name, missing)

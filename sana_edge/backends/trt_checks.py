@@ -23,7 +23,7 @@ REBUILD = "rebuild with `sana-edge export CHECKPOINT -o OUT --backend tensorrt`"
 def old_driver_message(flavor: Flavor, driver: tuple[int, int] | None) -> str:
     have = f"CUDA {driver[0]}.{driver[1]}" if driver else "an unknown CUDA version"
     need = flavor.cuda_major or 13
-    fix = f"update the NVIDIA driver (R580 or newer runs CUDA 13)"
+    fix = "update the NVIDIA driver (R580 or newer runs CUDA 13)"
     if flavor.is_rtx and need >= 13:
         fix += (f", or switch to the CUDA 12 wheels: pip uninstall -y tensorrt-rtx-cu{need}-libs "
                 f"tensorrt-rtx-cu{need}-bindings && pip install 'sana-edge[tensorrt-rtx-cu12]', then {REBUILD}")
