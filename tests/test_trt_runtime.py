@@ -46,6 +46,8 @@ H100 = dict(name="NVIDIA H100 80GB HBM3", cc=(9, 0))
     ({}, ["VERSION_MISMATCH"], ["another TensorRT-RTX version than 1.7.1.116", "sana-edge export"]),
     ({}, ["MALFORMED_ENGINE"], ["not a valid engine"]),
     ({}, ["UNSUPPORTED_CC", "INSUFFICIENT_GPU_MEMORY"], ["compute capability 8.9", "too little free memory"]),
+    (H100, [], ["compute capability 9.0", "install full TensorRT"]),  # no flag given: we name the GPU ourselves
+    ({}, [], ["reports it invalid on NVIDIA GeForce RTX 4070 Laptop GPU without a reason"]),
 ])
 def test_validity_diagnostics_refuse_with_the_fix_and_auto_falls_back(gpu, tmp_path, gpu_kind, diagnostics, expected):
     cuda, trt = gpu
@@ -311,3 +313,15 @@ def test_the_fake_uses_only_names_the_real_bindings_have(gpu, tmp_path):
         if not callable(fake_value) or isinstance(fake_value, type):
             missing = {m for m in members if not hasattr(real_value, m)}
             assert not missing, (name, missing)
+
+
+def test_doctor_says_whether_this_gpu_and_driver_run_engines(gpu, monkeypatch):
+    from sana_edge.doctor import report
+
+    cuda, _trt = gpu
+    cuda.name, cuda.cc, cuda.driver = "NVIDIA H100 80GB HBM3", (9, 0), 12040
+    text = report()
+    assert "NVIDIA H100 80GB HBM3, compute capability 9.0" in text and "driver runs CUDA 12.4" in text
+    assert "TensorRT-RTX does not run on compute capability 9.0; use full TensorRT" in text
+    monkeypatch.setattr(trt_flavor, "_wheel_cuda_major", lambda module: 13)
+    assert "sana-edge[tensorrt-rtx-cu12]" in report()

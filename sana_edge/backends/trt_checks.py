@@ -67,8 +67,12 @@ def describe_invalidity(flavor: Flavor, diagnostics: int, device) -> str:
                        "smaller precision")
     if has("CUDA_ERROR"):
         reasons.append("the CUDA driver or runtime is not installed correctly (check `nvidia-smi`); reinstall the driver")
-    if not reasons:
-        reasons.append(f"TensorRT-RTX reports it invalid on {device.name} without a reason; {REBUILD}")
+    if not reasons:  # no flag set (seen when the CUDA runtime cannot start): name what we can tell ourselves
+        if device.compute_capability not in supported_compute_capabilities(flavor.trt):
+            reasons.append(unsupported_gpu_message(flavor, device))
+        else:
+            reasons.append(driver_problem(flavor) or f"TensorRT-RTX reports it invalid on {device.name} without a "
+                                                     f"reason (its log above may say more); {REBUILD}")
     return "; ".join(reasons)
 
 
