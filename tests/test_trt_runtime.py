@@ -4,6 +4,8 @@ they work without one (the engine-validity call)."""
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import threading
 import time
 import warnings
@@ -22,7 +24,7 @@ def gpu(monkeypatch, tmp_path):
     cuda = FakeCuda()
     trt = make_fake_trt(cuda)
     monkeypatch.setattr(cuda_driver, "_lib", cuda)
-    monkeypatch.setitem(__import__("sys").modules, "tensorrt_rtx", trt)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", trt)
     monkeypatch.setattr(trt_flavor, "_RUNTIMES", {})
     monkeypatch.setenv("SANA_EDGE_CACHE", str(tmp_path / "cache"))
     return cuda, trt
@@ -121,7 +123,7 @@ def test_real_validity_api_through_engine_problem(tmp_path):
 def test_flavour_comes_from_the_manifest_not_the_import_order(gpu, tmp_path, monkeypatch):
     cuda, rtx = gpu
     full = make_fake_trt(cuda, version="10.13.0")
-    monkeypatch.setitem(__import__("sys").modules, "tensorrt", full)  # full TensorRT found first
+    monkeypatch.setitem(sys.modules, "tensorrt", full)  # full TensorRT found first
     assert [f.name for f in trt_flavor.installed_flavors()] == ["tensorrt", "tensorrt_rtx"]
     rtx_export = fake_export(tmp_path / "rtx")
     backend = _backend(rtx_export)
@@ -130,8 +132,8 @@ def test_flavour_comes_from_the_manifest_not_the_import_order(gpu, tmp_path, mon
     assert rtx.log["deserialized"] == 1 and full.log["deserialized"] == 0
     full_export = fake_export(tmp_path / "full", flavor="tensorrt", version="10.13.0", builder_flags=())
     assert _backend(full_export).flavor.trt is full
-    monkeypatch.setitem(__import__("sys").modules, "tensorrt_rtx", None)
-    monkeypatch.setitem(__import__("sys").modules, "tensorrt_rtx_bindings", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx_bindings", None)
     with pytest.raises(UserError, match="built with tensorrt_rtx, which is not installed.*sana-edge\\[tensorrt-rtx\\]"):
         _backend(rtx_export)
 
@@ -156,8 +158,8 @@ def test_sampling_thread_makes_the_context_current(gpu, tmp_path):
     backend = _backend(fake_export(tmp_path / "export"))
     # The fake driver behaves like the real one: a thread without the context current fails.
     failed = []
-    probe = threading.Thread(target=lambda: failed.append(cuda.cuMemGetInfo_v2(*(
-        __import__("ctypes").byref(__import__("ctypes").c_size_t()) for _ in range(2)))))
+    probe = threading.Thread(target=lambda: failed.append(
+        cuda.cuMemGetInfo_v2(ctypes.byref(ctypes.c_size_t()), ctypes.byref(ctypes.c_size_t()))))
     probe.start(), probe.join()
     assert failed == [201]
 
