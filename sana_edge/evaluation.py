@@ -101,7 +101,6 @@ def compare_exports(
 ) -> dict:
     """Generate every prompt with both exports from the same noise; return the metrics as a dict."""
     from .pipeline import SanaEdgePipeline
-    from .scheduler import FlowDPMSolver
 
     prompts = list(prompts)
     _check_settings(prompts, steps, seed)
@@ -115,7 +114,7 @@ def compare_exports(
 
     model = pipe_a.manifest.model
     factor, channels = model.vae_scale_factor, model.latent_channels
-    timesteps = FlowDPMSolver.from_diffusers_config(pipe_a.scheduler_config).set_timesteps(steps)
+    timesteps = pipe_a.denoiser.timesteps(steps)
     # DiT probes: the first step (pure noise) and a middle one (partly denoised latents).
     probe_steps = sorted({0, steps // 2})
     records = []

@@ -12,13 +12,14 @@ import numpy as np
 from .backends import get_backend
 from .checks import check_image_side
 from .components import DECODER, TEXT_ENCODER, TRANSFORMER
+from .denoising import FlowDenoiser
 from .errors import UserError
 from .image_io import to_pil
 from .manifest import Manifest, load_manifest
 from .memory import PeakMemory
 from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
-from .scheduler import FlowDPMSolver
+from .text_encoding import PromptEncoder
 from .tiling import decode_tiled
 
 
@@ -41,7 +42,8 @@ class SanaEdgePipeline:
         self.tokenizer = PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction,
                                          model.max_sequence_length)
         self.scheduler_config = manifest.scheduler_config
-        FlowDPMSolver.from_diffusers_config(self.scheduler_config)  # refuse unsupported configs now
+        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
+        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session)
         self._sessions: dict = {}
         self._low_memory: dict[str, bool] = {}
 
@@ -90,44 +92,15 @@ class SanaEdgePipeline:
 
     def encode_prompts(self, prompt: str, negative_prompt: str | None) -> tuple[np.ndarray, np.ndarray]:
         """Caption embeddings and masks, batch [negative, positive] when negative is given."""
-        encoder = self.session(TEXT_ENCODER.name)
-        positive = self.tokenizer.positive(prompt)
-        hidden = encoder.run({"input_ids": positive.input_ids, "attention_mask": positive.attention_mask})
-        embeds, mask = self.tokenizer.select(hidden["last_hidden_state"], positive.attention_mask)
-        if negative_prompt is None:
-            return embeds, mask
-        negative = self.tokenizer.negative(negative_prompt)
-        neg_hidden = encoder.run({"input_ids": negative.input_ids, "attention_mask": negative.attention_mask})
-        return (
-            np.concatenate([neg_hidden["last_hidden_state"], embeds]),
-            np.concatenate([negative.attention_mask, mask]),
-        )
+        return self.prompt_encoder.encode(prompt, negative_prompt)
 
     def transformer_feeds(self, latents, embeds, mask, timestep) -> dict:
         """The transformer's inputs at one step (CFG: the latents doubled, batch [neg, pos])."""
-        model_input = np.concatenate([latents, latents]) if embeds.shape[0] == 2 else latents
-        t = np.full(model_input.shape[0], float(timestep) * self.manifest.model.timestep_scale, np.float32)
-        return {"latents": model_input, "encoder_hidden_states": embeds, "encoder_attention_mask": mask, "timestep": t}
+        return self.denoiser.feeds(latents, embeds, mask, timestep)
 
     def denoise(self, latents, embeds, mask, steps, guidance_scale, on_step: Callable | None = None):
         """Run the sampler; `on_step(done, total, latents)` is called after every step."""
-        model = self.manifest.model
-        transformer = self.session(TRANSFORMER.name)
-        solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
-        timesteps = solver.set_timesteps(steps)
-        cfg = embeds.shape[0] == 2
-        for i, t in enumerate(timesteps):
-            feeds = self.transformer_feeds(latents, embeds, mask, t)
-            velocity = transformer.run(feeds)["velocity"].astype(np.float32, copy=False)
-            if cfg:
-                uncond, cond = velocity[:1], velocity[1:]
-                velocity = uncond + guidance_scale * (cond - uncond)
-            if model.learned_sigma:
-                velocity = velocity[:, : model.latent_channels]
-            latents = solver.step(velocity, latents)
-            if on_step:
-                on_step(i + 1, len(timesteps), latents)
-        return latents
+        return self.denoiser.run(latents, embeds, mask, steps, guidance_scale, on_step)
 
     def decoder_input(self, latents: np.ndarray) -> np.ndarray:
         """What the decoder is fed for the sampler's final latents (SANA divides by the VAE scaling)."""
