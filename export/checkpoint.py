@@ -67,29 +67,69 @@ def check_sana_folder(path: Path) -> dict:
     return index
 
 
-def load_sana_pipeline(path: Path):
-    """Load the pipeline in fp32 on CPU, with the text encoder on eager attention (soft-capping)."""
+# model_index.json pipeline class -> the sana-edge sampler that runs it.
+PIPELINE_KINDS = {"SanaPipeline": "sana", "SanaSprintPipeline": "sprint", "SanaControlNetPipeline": "sana"}
+
+
+def load_sana_pipeline(path: Path, controlnet: Path | None = None):
+    """Load the pipeline in fp32 on CPU, with the text encoder on eager attention (soft-capping):
+    the class its model_index names (SanaPipeline or SanaSprintPipeline), and `controlnet` (a
+    SanaControlNetModel folder, or the checkpoint's own controlnet/) as `pipe.controlnet`."""
     import torch
-    from diffusers import SanaPipeline
     from transformers import AutoModel
 
+    import diffusers
+
+    index = json.loads((path / "model_index.json").read_text())
+    name = index.get("_class_name") if index.get("_class_name") in PIPELINE_KINDS else "SanaPipeline"
     text_encoder = AutoModel.from_pretrained(
         path / "text_encoder", dtype=torch.float32, attn_implementation="eager"
     )
-    pipe = SanaPipeline.from_pretrained(path, text_encoder=text_encoder, dtype=torch.float32)
+    pipe = getattr(diffusers, name).from_pretrained(path, text_encoder=text_encoder, dtype=torch.float32)
+    if controlnet is not None:
+        from diffusers import SanaControlNetModel
+
+        pipe.controlnet = SanaControlNetModel.from_pretrained(controlnet, dtype=torch.float32)
+    if getattr(pipe, "controlnet", None) is not None:
+        pipe.controlnet.eval()
+    else:
+        pipe.controlnet = None
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder):
         module.eval()
     return pipe
 
 
+def _call_default(pipeline_cls, name: str):
+    return inspect.signature(pipeline_cls.__call__).parameters[name].default
+
+
 def model_values(pipe):
-    """The checkpoint config values the runtime reads (recorded in the manifest)."""
-    from diffusers import SanaPipeline
+    """The checkpoint config values the runtime reads (recorded in the manifest), with the
+    sampler's defaults taken from the installed diffusers pipeline's own call signature."""
+    from diffusers import SanaPipeline, SanaSprintPipeline
 
     from sana_edge.manifest import ModelValues
 
     transformer, vae = pipe.transformer.config, pipe.vae.config
+    sprint = isinstance(pipe, SanaSprintPipeline)
+    cls = SanaSprintPipeline if sprint else SanaPipeline
+    sprint_values = {}
+    if sprint:
+        sprint_values = dict(
+            sigma_data=float(pipe.scheduler.config.sigma_data),
+            max_timesteps=float(_call_default(cls, "max_timesteps")),
+            intermediate_timesteps=float(_call_default(cls, "intermediate_timesteps")),
+        )
+    controlnet = getattr(pipe, "controlnet", None)
     return ModelValues(
+        pipeline="sprint" if sprint else "sana",
+        default_steps=int(_call_default(cls, "num_inference_steps")),
+        default_guidance=float(_call_default(cls, "guidance_scale")),
+        guidance_embeds=bool(transformer.guidance_embeds),
+        guidance_embeds_scale=float(transformer.guidance_embeds_scale),
+        controlnet_layers=int(controlnet.config.num_layers) if controlnet is not None else 0,
+        encoder_block_out_channels=tuple(int(c) for c in vae.encoder_block_out_channels),
+        **sprint_values,
         latent_channels=int(transformer.in_channels),
         out_channels=int(transformer.out_channels or transformer.in_channels),
         caption_channels=int(transformer.caption_channels),
@@ -98,9 +138,9 @@ def model_values(pipe):
         vae_scaling_factor=float(vae.scaling_factor),
         sample_size=int(transformer.sample_size),
         timestep_scale=float(getattr(transformer, "timestep_scale", 1.0)),
-        flow_shift=float(pipe.scheduler.config.flow_shift),
+        flow_shift=float(pipe.scheduler.config.get("flow_shift", 3.0)),
         max_sequence_length=300,
-        complex_human_instruction=tuple(default_complex_human_instruction(SanaPipeline)),
+        complex_human_instruction=tuple(default_complex_human_instruction(cls)),
         decoder_block_out_channels=tuple(int(c) for c in vae.decoder_block_out_channels),
         transformer_inner_dim=int(transformer.num_attention_heads * transformer.attention_head_dim),
         mlp_ratio=float(transformer.mlp_ratio),

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sana_edge import __version__
-from sana_edge.components import COMPONENTS
+from sana_edge.components import COMPONENTS, components_for
 from sana_edge.errors import UserError
 from sana_edge.manifest import Manifest, ModelValues, component_record, folder_records, write_manifest
 
@@ -49,7 +49,7 @@ def export_graphs(stage: Path, pipe, model: ModelValues, job: ExportJob, log) ->
     """Each declared component: PyTorch reference outputs, ONNX export, validation with ORT.
     Quantized exports validate the fp32 graphs here too, so a broken export fails before calibration."""
     precision = job.options.precision
-    for name, spec in COMPONENTS.items():
+    for name, spec in components_for(model).items():
         module = torch_module(spec, pipe)
         with _step(log, f"run {name} in PyTorch fp32 on {len(spec.validation_shapes)} validation shapes"):
             job.references[name] = reference_outputs(spec, module, model.dims())
@@ -75,9 +75,11 @@ def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob
     # The runtime pipeline runs the fp32 graphs for calibration from this in-memory manifest.
     draft = {"precision": "fp32", "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json",
              "scheduler_config": f"{SCHEDULER_DIR}/scheduler_config.json", "files": files,
-             "components": {n: {"file": s.file, "bytes": (stage / s.file).stat().st_size} for n, s in COMPONENTS.items()}}
+             "components": {n: {"file": s.file, "bytes": (stage / s.file).stat().st_size}
+                            for n, s in components_for(model).items()}}
+    recipe = {name: config for name, config in job.recipe.items() if name in draft["components"]}
     with _step(log, f"quantize to {job.options.precision} for target {job.target}"):
-        record = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target, job.recipe,
+        record = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target, recipe,
                                  job.calibration, log, inspect=count_eps)
     for name, entry in record["components"].items():
         if "inspection" in entry:
@@ -86,18 +88,18 @@ def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob
     return record
 
 
-def record_components(stage: Path, job: ExportJob, log) -> dict:
+def record_components(stage: Path, model: ModelValues, job: ExportJob, log) -> dict:
     """Validate each final graph against PyTorch and hash it: once per graph."""
     precision = job.options.precision
     components = {}
-    for name, spec in COMPONENTS.items():
+    for name, spec in components_for(model).items():
         if name in job.reports and not job.recipe[name].changes_graph:
             report = job.reports[name]  # e.g. the decoder of an int8 export: its fp32 graph is final
         else:
             with _step(log, f"validate {precision} {name} with ONNX Runtime"):
                 report = validate_component(spec, stage / spec.file, job.references[name], precision)
         extra = {"linear_attention_eps_constants": job.eps[name]} if spec.linear_attention else {}
-        components[name] = component_record(stage / spec.file, report, extra)
+        components[name] = component_record(stage / spec.file, report, extra, model)
     return components
 
 
@@ -107,14 +109,14 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
     out_dir = Path(options.out_dir)
     with staging_dir(out_dir) as stage:
         with _step(log, f"load checkpoint {job.source}"):
-            pipe = load_sana_pipeline(job.source)
+            pipe = load_sana_pipeline(job.source, options.controlnet)
             model = model_values(pipe)
         files = write_support_files(stage, pipe)
         export_graphs(stage, pipe, model, job, log)
         del pipe
         gc.collect()  # the torch models are not needed past this point: free them for calibration
         quantization = quantize_graphs(stage, model, files, job, log) if job.quantized else None
-        components = record_components(stage, job, log)
+        components = record_components(stage, model, job, log)
         data = {
             "sana_edge_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

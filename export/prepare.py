@@ -25,6 +25,7 @@ class ExportOptions:
     quant: object = None  # sana_edge.quant.configs.QuantSettings (int8/int4); None: defaults
     calibration: object = None  # sana_edge.quant.configs.Calibration (int8); None: defaults
     engines: object = None  # sana_edge.export.engine.EngineRange: also build TensorRT engines
+    controlnet: Path | None = None  # a SanaControlNetModel folder exported beside the transformer
 
 
 @dataclass

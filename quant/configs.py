@@ -167,7 +167,9 @@ class Calibration:
 
 def build_recipe(precision: str, settings: QuantSettings = QuantSettings()) -> dict:
     """component -> config for a quantized precision (int8: W8A8 DiT, 8-bit text encoder; int4:
-    int4 weight-only DiT and text encoder; the DC-AE decoder stays in floating point)."""
+    int4 weight-only DiT and text encoder; the DC-AE decoder and encoder stay in floating point).
+    A controlnet (exports made with --controlnet) is weight-only at the precision's bits: text-to-image
+    calibration never runs it, so it has no activation ranges to calibrate."""
     if precision not in QUANTIZED_PRECISIONS:
         raise UserError(f"'{precision}' has no quantization recipe; choose one of {', '.join(QUANTIZED_PRECISIONS)}")
     ort = settings.target == "ort"
@@ -181,7 +183,9 @@ def build_recipe(precision: str, settings: QuantSettings = QuantSettings()) -> d
         text_bits = 4
     text_encoder = dataclasses.replace(weight_only, bits=settings.text_encoder_bits or text_bits,
                                        keep_fp=TEXT_ENCODER_KEEP_FP)
-    return {"transformer": transformer, "text_encoder": text_encoder, "vae_decoder": KeepFloat()}
+    controlnet = dataclasses.replace(weight_only, bits=8 if precision == "int8" else 4, keep_fp=settings.keep_fp)
+    return {"transformer": transformer, "text_encoder": text_encoder, "vae_decoder": KeepFloat(),
+            "vae_encoder": KeepFloat(), "controlnet": controlnet}
 
 
 def needs_calibration(recipe: dict) -> bool:

@@ -41,14 +41,27 @@ class FlowDenoiser:
     def timesteps(self, steps: int) -> np.ndarray:
         return FlowDPMSolver.from_diffusers_config(self.scheduler_config).set_timesteps(steps)
 
-    def run(self, latents, embeds, mask, steps: int, guidance_scale: float, on_step: Callable | None = None):
-        """Sample from `latents`; `on_step(done, total, latents)` is called after every step."""
+    def sigma(self, steps: int, index: int) -> np.float32:
+        """The noise level of scheduled step `index` of `steps` (where image-to-image starts)."""
+        solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
+        solver.set_timesteps(steps)
+        return solver.sigmas[index]
+
+    def run(self, latents, embeds, mask, steps: int, guidance_scale: float, on_step: Callable | None = None,
+            start: int = 0, extra_feeds: Callable[[dict], dict] | None = None):
+        """Sample from `latents`; `on_step(done, total, latents)` is called after every step.
+        `start` skips the first scheduled steps (image-to-image); `extra_feeds(feeds)` adds inputs
+        (a controlnet's residuals) to each transformer call."""
         transformer = self._session(TRANSFORMER.name)
         solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
         timesteps = solver.set_timesteps(steps)
-        for i, t in enumerate(timesteps):
-            output = transformer.run(self.feeds(latents, embeds, mask, t))[TRANSFORMER.output_names[0]]
+        solver.set_begin_index(start)
+        for i, t in enumerate(timesteps[start:]):
+            feeds = self.feeds(latents, embeds, mask, t)
+            if extra_feeds is not None:
+                feeds.update(extra_feeds(feeds))
+            output = transformer.run(feeds)[TRANSFORMER.output_names[0]]
             latents = solver.step(self.velocity(output, guidance_scale), latents)
             if on_step:
-                on_step(i + 1, len(timesteps), latents)
+                on_step(i + 1, len(timesteps) - start, latents)
         return latents

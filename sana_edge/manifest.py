@@ -18,6 +18,11 @@ from .fileio import write_json_atomic
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
+# How the runtime samples: "sana" (Flow-DPM-Solver with CFG, SanaPipeline) or "sprint"
+# (SCM/TrigFlow with embedded guidance, SanaSprintPipeline).
+PIPELINES = ("sana", "sprint")
+# Integer model values for which 0 is meaningful (0 controlnet blocks: no controlnet).
+_MAY_BE_ZERO = {"controlnet_layers"}
 REEXPORT = "re-run `sana-edge export`"
 
 
@@ -40,6 +45,19 @@ class ModelValues:
     decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     transformer_inner_dim: int = 1152
     mlp_ratio: float = 2.5
+    encoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
+    # The sampler and its defaults (the diffusers pipeline's own call defaults, read at export).
+    pipeline: str = "sana"
+    default_steps: int = 20
+    default_guidance: float = 4.5
+    # Sana-Sprint: the transformer's guidance input and the SCM/TrigFlow schedule.
+    guidance_embeds: bool = False
+    guidance_embeds_scale: float = 0.1
+    sigma_data: float = 0.5
+    max_timesteps: float = 1.5708
+    intermediate_timesteps: float = 1.3
+    # Blocks of the controlnet exported beside the transformer (0: none).
+    controlnet_layers: int = 0
 
     @property
     def default_size(self) -> int:
@@ -50,10 +68,15 @@ class ModelValues:
     def learned_sigma(self) -> bool:
         return self.out_channels == 2 * self.latent_channels
 
+    @property
+    def sprint(self) -> bool:
+        return self.pipeline == "sprint"
+
     def dims(self) -> dict:
         """Model dimensions that bind the fixed named axes of the component declarations."""
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
-                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size}
+                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
+                "inner_dim": self.transformer_inner_dim, "controlnet_layers": self.controlnet_layers}
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -71,6 +94,9 @@ class ModelValues:
         for f in fields(cls):
             if f.name in data:
                 values[f.name] = _typed(f.name, f.type, data[f.name], where)
+        if values.get("pipeline", "sana") not in PIPELINES:
+            raise UserError(f"{where}: model value pipeline={values['pipeline']!r} is not one of "
+                            f"{', '.join(PIPELINES)}; {REEXPORT} with this sana-edge")
         return cls(**values)
 
 
@@ -79,9 +105,18 @@ def _typed(name: str, kind: str, value, where: str):
     bad = UserError(f"{where}: model value {name}={value!r} is not a valid {kind.replace('tuple[', '').rstrip(']')}; {REEXPORT}")
     try:
         if kind == "int":
-            if isinstance(value, bool) or not float(value).is_integer() or int(value) <= 0:
+            lowest = 0 if name in _MAY_BE_ZERO else 1
+            if isinstance(value, bool) or not float(value).is_integer() or int(value) < lowest:
                 raise bad
             return int(value)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if kind == "str":
+            if not isinstance(value, str):
+                raise bad
+            return value
         if kind == "float":
             number = float(value)
             if isinstance(value, bool) or not (abs(number) < float("inf")):
@@ -108,11 +143,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def component_record(file: Path, validation: list, extra: dict | None = None) -> dict:
-    """A component's manifest entry: its graph file (and external data) with sizes and hashes."""
+def component_record(file: Path, validation: list, extra: dict | None = None, model: ModelValues | None = None) -> dict:
+    """A component's manifest entry: its graph file (and external data) with sizes and hashes;
+    the io record is the declaration as `model`'s graph has it."""
     from .components import COMPONENTS
 
     spec = COMPONENTS[file.stem] if file.stem in COMPONENTS else None
+    if spec is not None and model is not None:
+        spec = spec.for_model(model)
     entry = {"file": file.name, "sha256": sha256_file(file), "bytes": file.stat().st_size}
     if spec is not None:
         entry["inputs"] = [{"name": t.name, "dtype": t.dtype, "axes": list(t.axes)} for t in spec.inputs]
@@ -155,6 +193,12 @@ class Manifest:
 
     def component_path(self, name: str) -> Path:
         return self.path(self.components[name]["file"])
+
+    def spec(self, name: str):
+        """The declaration of component `name` as this export's graph has it (sana_edge.components)."""
+        from .components import COMPONENTS
+
+        return COMPONENTS[name].for_model(self.model)
 
     def path(self, relative: str) -> Path:
         """A file of this export, refused unless it stays inside the folder."""

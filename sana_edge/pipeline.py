@@ -11,14 +11,16 @@ import numpy as np
 
 from .backends import get_backend
 from .checks import check_image_side
-from .components import DECODER, TEXT_ENCODER, TRANSFORMER
-from .denoising import FlowDenoiser
+from .components import CONTROLNET, DECODER, ENCODER, TEXT_ENCODER, TRANSFORMER
+from .control import check_control, control_feeds
 from .errors import UserError
+from .image_encoding import ImageEncoder, load_image
 from .image_io import to_pil
 from .manifest import Manifest, load_manifest
 from .memory import PeakMemory
 from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
+from .sampling import Noise, Sampler
 from .text_encoding import PromptEncoder
 from .tiling import decode_tiled
 
@@ -43,7 +45,9 @@ class SanaEdgePipeline:
                                          model.max_sequence_length)
         self.scheduler_config = manifest.scheduler_config
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
-        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session)
+        self.sampler = Sampler(model, self.scheduler_config, self.session)  # Flow-DPM-Solver or Sprint's SCM
+        self.denoiser = self.sampler.denoiser
+        self.image_encoder = ImageEncoder(manifest, self.session)
         self._sessions: dict = {}
         self._low_memory: dict[str, bool] = {}
 
@@ -75,13 +79,15 @@ class SanaEdgePipeline:
         for name in list(self._sessions):
             self.release(name)
 
-    def plan(self, height: int, width: int) -> MemoryPlan:
-        """The memory plan for one run at this size (see sana_edge.planner)."""
+    def plan(self, height: int, width: int, encode: bool = False) -> MemoryPlan:
+        """The memory plan for one run at this size (see sana_edge.planner); `encode`: the run
+        encodes an input image first."""
         budget = self.max_memory or self.backend.memory_budget()
         return plan_memory(
             self.manifest.model, self.backend.stage_bytes(self.manifest), height, width, budget,
             keep_loaded=self.keep_loaded, base=self.backend.memory_in_use(),
             max_tile=self.backend.max_decoder_tile(self.manifest), text_length=self.tokenizer.text_encoder_length,
+            encode=encode,
         )
 
     @property
@@ -126,7 +132,7 @@ class SanaEdgePipeline:
             result = work()
             if not plan.keep_loaded:
                 self.release(name)
-        timings[name if name != DECODER.name else "decode"] = time.perf_counter() - start
+        timings[{DECODER.name: "decode", ENCODER.name: "encode"}.get(name, name)] = time.perf_counter() - start
         memory[name] = peak.peak
         return result
 
@@ -138,47 +144,72 @@ class SanaEdgePipeline:
         negative_prompt: str = "",
         height: int | None = None,
         width: int | None = None,
-        steps: int = 20,
-        guidance_scale: float = 4.5,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
         seed: int | None = None,
         latents: np.ndarray | None = None,
         on_step: Callable | None = None,
         output_type: str = "pil",
+        step_noise: np.ndarray | None = None,
+        timesteps=None,
+        image=None,
+        strength: float = 0.6,
+        control_image=None,
+        control_scale: float = 1.0,
     ) -> GenerationResult:
-        """`output_type="latent"` stops before the decoder (result.image is None), as diffusers'."""
+        """`steps` / `guidance_scale` default to the model's (manifest: 2 and its guidance for
+        Sana-Sprint, 20 and CFG 4.5 for Sana). `latents`: the initial noise (with `image`, the noise
+        mixed into it); `step_noise`: Sprint's per-step noise, (steps - 1, *latents.shape);
+        `timesteps`: Sprint's custom TrigFlow times. `image` + `strength`: image-to-image;
+        `control_image` + `control_scale`: ControlNet (images: a path, PIL image or HxWx3 uint8).
+        `output_type="latent"` stops before the decoder (result.image is None), as diffusers'."""
         if output_type not in ("pil", "latent"):
             raise UserError(f"output_type must be 'pil' or 'latent' (got {output_type!r})")
         model = self.manifest.model
         factor = model.vae_scale_factor
+        steps = model.default_steps if steps is None else steps
+        guidance_scale = model.default_guidance if guidance_scale is None else guidance_scale
+        pixels = control = None
+        if image is not None:
+            self.image_encoder.require("--image")
+            pixels = load_image(image, height, width, factor, "--image")
+            height, width = pixels.shape[2:]
+        if control_image is not None:
+            check_control(self.manifest, control_scale)
+            self.image_encoder.require("--control-image")
+            control = load_image(control_image, height, width, factor, "--control-image")
+            height, width = control.shape[2:]
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
         check_image_side("height", height, factor)
         check_image_side("width", width, factor)
-        if steps < 1:
-            raise UserError(f"steps must be at least 1 (got {steps})")
+        schedule = self.sampler.schedule(steps, negative_prompt, timesteps, strength if image is not None else None,
+                                         step_noise)
         shape = (1, model.latent_channels, height // factor, width // factor)
-        if latents is None:
-            if seed is None:
-                seed = int(np.random.SeedSequence().entropy % (2**31))
-            latents = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-        else:
-            latents = np.asarray(latents, dtype=np.float32)
-            if latents.shape != shape:
-                raise UserError(f"initial latents have shape {latents.shape}, {height}x{width} px needs {shape}")
+        noise = Noise(shape, schedule.noisy_steps, seed, latents, step_noise)
 
-        plan = self.plan(height, width)  # before any work: a budget no plan fits fails here
+        plan = self.plan(height, width, encode=pixels is not None or control is not None)  # a budget no plan fits fails here
         self.backend.check_size(self.manifest, height, width)
         timings, memory = {}, {}
-        negative = negative_prompt if guidance_scale > 1.0 else None
+        negative = self.sampler.negative(negative_prompt, guidance_scale)
         embeds, mask = self._stage(TEXT_ENCODER.name, plan, timings, memory,
                                    lambda: self.encode_prompts(prompt, negative))
-        latents = self._stage(TRANSFORMER.name, plan, timings, memory,
-                              lambda: self.denoise(latents, embeds, mask, steps, guidance_scale, on_step))
+        image_latents = None
+        if pixels is not None or control is not None:
+            encode = lambda x: None if x is None else self.image_encoder.encode(x, plan.encoder_tile)  # noqa: E731
+            image_latents, control = self._stage(ENCODER.name, plan, timings, memory,
+                                                 lambda: (encode(pixels), encode(control)))
+        hook = control_feeds(self.manifest, self.session, control, control_scale)  # None without a controlnet
+        sample = self.sampler.initial(noise.initial, image_latents, schedule)
+        latents = self._stage(TRANSFORMER.name, plan, timings, memory, lambda: self.sampler.run(
+            sample, embeds, mask, schedule, guidance_scale, on_step, noise.step, hook))
+        if not plan.keep_loaded:
+            self.release(CONTROLNET.name)
         timings["denoise"] = timings.pop(TRANSFORMER.name)
         if output_type == "latent":
-            return GenerationResult(None, latents, seed, timings, memory, plan)
+            return GenerationResult(None, latents, noise.seed, timings, memory, plan)
         image = self._stage(DECODER.name, plan, timings, memory, lambda: self.decode(latents, plan.decoder_tile))
-        return GenerationResult(to_pil(image), latents, seed, timings, memory, plan)
+        return GenerationResult(to_pil(image), latents, noise.seed, timings, memory, plan)
 
     def __call__(self, prompt: str, **kwargs):
         return self.generate(prompt, **kwargs).image
