@@ -12,6 +12,7 @@ from pathlib import Path
 from sana_edge.errors import UserError
 from sana_edge.manifest import PRECISIONS
 
+from .architecture import check_architecture
 from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, resolve_checkpoint
 from .staging import check_out_dir
 
@@ -58,6 +59,7 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
         flavor = import_tensorrt()  # fail before any work when no TensorRT is installed
         options.engines.check(32)
     source = resolve_checkpoint(options.checkpoint)
+    check_architecture(source, options.controlnet)
     check_out_dir(Path(options.out_dir), options.force, source=source)
     job = ExportJob(options, source, flavor=flavor)
     if options.precision in ("int8", "int4"):

@@ -90,8 +90,16 @@ def build_tiny_pipeline(seed: int = 0, preset: str = "tiny"):
     return pipe
 
 
-def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
-    """Save a random-weight SANA checkpoint to `out_dir` (diffusers layout) and return the path."""
+def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny", variant: str | None = None,
+                          base=None) -> Path:
+    """Save a random-weight SANA checkpoint to `out_dir` (diffusers layout) and return the path.
+    `variant` (export/variants.py, e.g. "sprint-0.6b"): that published checkpoint's settings at a
+    tiny width, over `base`'s (or a fresh tiny pipeline's) tokenizer, text encoder and VAE."""
     out = Path(out_dir)
-    build_tiny_pipeline(seed, preset).save_pretrained(out, safe_serialization=True)
+    pipe = base if base is not None and variant is not None else build_tiny_pipeline(seed, preset)
+    if variant is not None:
+        from .variants import build_variant_pipeline
+
+        pipe = build_variant_pipeline(variant, pipe, seed)
+    pipe.save_pretrained(out, safe_serialization=True)
     return out

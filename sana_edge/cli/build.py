@@ -20,18 +20,23 @@ def init_tiny(
     seed: int = typer.Option(0, help="Seed for the random weights."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
     preset: str = typer.Option("tiny", help="tiny (tests, demo) or mid (full 0.6B width, 4 layers)."),
+    variant: Optional[str] = typer.Option(
+        None, help="A published SANA checkpoint's settings at tiny width, e.g. sprint-0.6b, sana-1.6b-4k, sana1.5-4.8b."),
 ):
     """Write a tiny random-weight SANA checkpoint (diffusers layout) for tests and demos."""
     require_export_extra()
     from ..export.configs import PRESETS
     from ..export.staging import check_out_dir, staging_dir
     from ..export.tiny import write_tiny_checkpoint
+    from ..export.variants import VARIANTS
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    if variant is not None and variant not in VARIANTS:
+        raise UserError(f"unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}")
     check_out_dir(out_dir, force)
     with staging_dir(out_dir) as stage:
-        write_tiny_checkpoint(stage, seed=seed, preset=preset)
+        write_tiny_checkpoint(stage, seed=seed, preset=preset, variant=variant)
     make_console().print(f"tiny SANA checkpoint written to {out_dir}")
 
 
