@@ -45,8 +45,8 @@ class SprintDenoiser:
             on_step: Callable | None = None, step_noise: Callable[[int], np.ndarray] | None = None,
             extra_feeds: Callable[[dict], dict] | None = None) -> np.ndarray:
         """Sample through `timesteps`; `step_noise(k)` gives the standard-normal noise re-added
-        after step k (all but the last step); `on_step(done, total, x0)` after every step, with
-        the step's denoised estimate in latent space;
+        after step k (all but the last step); `on_step(done, total, sample)` after every step
+        (the next sample, in the sampler's sigma_data scale, as diffusers' step callback sees it);
         `extra_feeds(feeds)` adds inputs (a controlnet's) to each transformer call."""
         transformer = self._session(TRANSFORMER.name)
         guidance = self.guidance(guidance_scale, sample.shape[0])
@@ -63,5 +63,5 @@ class SprintDenoiser:
             noise = None if k == total - 1 else step_noise(k)
             sample, x0 = scm.step(velocity, sample, timesteps[k], timesteps[k + 1], noise, self.sigma_data)
             if on_step:
-                on_step(k + 1, total, x0 / np.float32(self.sigma_data))
+                on_step(k + 1, total, sample)
         return (x0 / np.float32(self.sigma_data)).astype(np.float32, copy=False)

@@ -25,3 +25,27 @@ def diffusers_pipe(tiny_checkpoint):
     from sana_edge.export.checkpoint import load_sana_pipeline
 
     return load_sana_pipeline(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def sprint_checkpoint(diffusers_pipe, tmp_path_factory):
+    """A tiny random Sana-Sprint checkpoint (sprint-0.6b's settings) over the tiny model's parts."""
+    from sana_edge.export.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-sprint", variant="sprint-0.6b",
+                                 base=diffusers_pipe)
+
+
+@pytest.fixture(scope="session")
+def sprint_export(sprint_checkpoint, tmp_path_factory):
+    from sana_edge.export.exporter import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("export") / "tiny-sprint-fp32"
+    return export_checkpoint(ExportOptions(str(sprint_checkpoint), out), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def sprint_pipe(sprint_checkpoint):
+    from sana_edge.export.checkpoint import load_sana_pipeline
+
+    return load_sana_pipeline(sprint_checkpoint)
