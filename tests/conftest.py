@@ -49,3 +49,22 @@ def sprint_pipe(sprint_checkpoint):
     from sana_edge.export.checkpoint import load_sana_pipeline
 
     return load_sana_pipeline(sprint_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def controlnet_dir(diffusers_pipe, tmp_path_factory):
+    """A tiny random SanaControlNetModel folder for the tiny model's transformer."""
+    from sana_edge.export.variants import tiny_controlnet
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-controlnet"
+    tiny_controlnet(diffusers_pipe.transformer).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def controlnet_export(tiny_checkpoint, controlnet_dir, tmp_path_factory):
+    from sana_edge.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "tiny-controlnet-fp32"
+    assert main(["export", str(tiny_checkpoint), "--controlnet", str(controlnet_dir), "-o", str(out)]) == 0
+    return out

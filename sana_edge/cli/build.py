@@ -69,8 +69,11 @@ def export(
     decoder_tile: int = typer.Option(1024, help="TensorRT: largest decoder input (px); larger images decode in tiles."),
     compute_capability: Optional[str] = typer.Option(
         None, help="TensorRT-RTX: target GPU, e.g. 8.9 (default: portable across Ampere and later RTX GPUs)."),
+    controlnet: Optional[Path] = typer.Option(
+        None, help="A diffusers SanaControlNetModel folder to export beside the transformer (for --control-image)."),
 ):
-    """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs (and TensorRT engines)."""
+    """Export text encoder, transformer, DC-AE decoder and encoder (and a controlnet) to validated ONNX graphs
+    (and TensorRT engines)."""
     if out_dir is None:
         if not is_builtin(checkpoint):
             raise UserError(f"pass the export folder to create with -o DIR (e.g. -o {Path(checkpoint).name or 'sana'}-onnx)")
@@ -96,7 +99,7 @@ def export(
                               resolution=calib_resolution, seed=calib_seed)
     console = make_console()
     options = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
-                            calibration=calibration, engines=engines)
+                            calibration=calibration, engines=engines, controlnet=controlnet)
     job = prepare(options, console.print)
     require_export_extra()
     from ..export.exporter import export_checkpoint
