@@ -13,7 +13,7 @@ from pathlib import Path
 from sana_edge.errors import UserError
 
 from . import handlers  # noqa: F401  (registers the handler of every config type)
-from .calibration import calibration_hash, calibration_resolution, collect, read_prompts
+from .calibration import calibration_hash, calibration_resolution, collect, read_prompts, trajectory_steps
 from .configs import Calibration, config_record, handler_for, needs_calibration
 
 
@@ -40,12 +40,15 @@ def quantize_export(manifest, precision: str, target: str, recipe: dict, calibra
     if needs_calibration(recipe):
         prompts = read_prompts(calibration.prompts)[: calibration.size]
         resolution = calibration_resolution(calibration, manifest.model.default_size)
-        log(f"... calibrating on {len(prompts)} prompts x {calibration.steps} steps at {resolution} px")
-        feeds = collect(manifest, recipe, prompts, calibration.steps, resolution, calibration.seed, log=log)
+        steps = trajectory_steps(manifest.model, calibration.steps)
+        log(f"... calibrating on {len(prompts)} prompts x {' + '.join(map(str, steps))} steps at {resolution} px "
+            f"({manifest.model.pipeline} trajectories)")
+        feeds = collect(manifest, recipe, prompts, steps, resolution, calibration.seed, log=log)
         calib_record = {
             "prompts": str(calibration.prompts) if calibration.prompts else "shipped", "size": len(prompts),
-            "steps": calibration.steps, "resolution": resolution, "seed": calibration.seed,
-            "sha256": calibration_hash(prompts, calibration.steps, resolution, calibration.seed),
+            "steps": steps[0] if len(steps) == 1 else list(steps), "sampler": manifest.model.pipeline,
+            "resolution": resolution, "seed": calibration.seed,
+            "sha256": calibration_hash(prompts, steps, resolution, calibration.seed),
         }
     components = {}
     for name, config in recipe.items():

@@ -1,5 +1,7 @@
 """Calibration data from the real sampler: run the full-precision graphs over a prompt set through
-Flow-DPM-Solver trajectories with CFG and record what the recipe's calibrated components are fed.
+the model's own trajectories (Flow-DPM-Solver with CFG for Sana; for Sana-Sprint its SCM steps
+at batch 1 with the guidance input, over both its default 2-step schedule and the 4-step one, so
+the times of 1-4 step runs are covered) and record what the recipe's calibrated components are fed.
 
 The transformer is recorded at every step of each trajectory, so its inputs span the whole
 schedule (high-noise to clean). The decoder, when a recipe calibrates it, gets the latents that
@@ -19,6 +21,15 @@ from sana_edge.prompt import read_prompt_file
 
 SHIPPED_PROMPTS = Path(__file__).with_name("calibration_prompts.txt")
 CALIB_MAX_RESOLUTION = 512  # px: calibration cost grows with the square of the size
+SANA_CALIB_STEPS = 8  # Flow-DPM-Solver steps per trajectory when --calib-steps is not given
+SPRINT_CALIB_STEPS = (2, 4)  # Sprint: its 2-step schedule (pi/2, 1.3) and the even 4-step one
+
+
+def trajectory_steps(model, steps: int | None) -> tuple[int, ...]:
+    """Step counts of the trajectories run for each prompt (`steps`: the user's --calib-steps)."""
+    if steps is not None:
+        return (steps,)
+    return SPRINT_CALIB_STEPS if model.sprint else (SANA_CALIB_STEPS,)
 
 
 def read_prompts(path: Path | None) -> list[str]:
@@ -71,8 +82,10 @@ class RecordingBackend:
         return getattr(self._backend, attribute)
 
 
-def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: int, seed: int, log=print) -> dict:
-    """Feeds of every component whose config needs calibration: {"transformer": [feed, ...], ...}."""
+def collect(manifest, recipe: dict, prompts: list[str], steps: tuple[int, ...], resolution: int, seed: int,
+            log=print) -> dict:
+    """Feeds of every component whose config needs calibration: {"transformer": [feed, ...], ...};
+    each prompt runs one trajectory per entry of `steps` (trajectory_steps)."""
     from sana_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from sana_edge.components import DECODER
     from sana_edge.pipeline import SanaEdgePipeline
@@ -82,10 +95,11 @@ def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: 
     pipe = SanaEdgePipeline(manifest, backend, keep_loaded=True)
     decoder_feeds = []
     for index, prompt in enumerate(prompts):
-        result = pipe.generate(prompt, height=resolution, width=resolution, steps=steps, seed=seed + index,
-                               output_type="latent")
-        if DECODER.name in wanted:
-            decoder_feeds.append({DECODER.input_names[0]: pipe.decoder_input(result.latents)})
+        for count in steps:
+            result = pipe.generate(prompt, height=resolution, width=resolution, steps=count, seed=seed + index,
+                                   output_type="latent")
+            if DECODER.name in wanted:
+                decoder_feeds.append({DECODER.input_names[0]: pipe.decoder_input(result.latents)})
         log(f"    calibration trajectory {index + 1}/{len(prompts)}: {prompt[:60]}")
     pipe.close()
     feeds = dict(backend.feeds)
@@ -94,6 +108,7 @@ def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: 
     return feeds
 
 
-def calibration_hash(prompts: list[str], steps: int, resolution: int, seed: int) -> str:
+def calibration_hash(prompts: list[str], steps, resolution: int, seed: int) -> str:
+    steps = steps[0] if isinstance(steps, (tuple, list)) and len(steps) == 1 else list(steps)  # one count: as before
     payload = json.dumps({"prompts": prompts, "steps": steps, "resolution": resolution, "seed": seed})
     return hashlib.sha256(payload.encode()).hexdigest()

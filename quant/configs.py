@@ -151,13 +151,13 @@ class Calibration:
 
     prompts: Path | None = None  # None: the shipped set (or the checkpoint's own, see the exporter)
     size: int = 16
-    steps: int = 8
+    steps: int | None = None  # None: the model's trajectories (calibration.trajectory_steps)
     resolution: int | None = None  # px; None: the model's base size, at most 512
     seed: int = 0
 
     def __post_init__(self):
         for flag, value in (("--calib-size", self.size), ("--calib-steps", self.steps)):
-            if not 1 <= value <= 10_000:
+            if value is not None and not 1 <= value <= 10_000:
                 raise UserError(f"{flag} must be within 1..10000 (got {value})")
         if self.resolution is not None and not (32 <= self.resolution <= 4096 and self.resolution % 32 == 0):
             raise UserError(f"--calib-resolution must be a multiple of 32 px within 32..4096 (got {self.resolution})")

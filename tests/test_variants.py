@@ -17,13 +17,15 @@ HEIGHT, WIDTH = 96, 128
 
 
 @pytest.fixture(scope="module")
-def variant_exports(diffusers_pipe, tmp_path_factory):
-    """name -> (export folder, diffusers pipeline), built on first use."""
+def variant_exports(diffusers_pipe, tmp_path_factory, request):
+    """name -> (export folder, diffusers pipeline), built on first use (sprint-0.6b is the session's
+    Sprint fixture, the same checkpoint)."""
     from sana_edge.export.checkpoint import load_sana_pipeline
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
     from sana_edge.export.tiny import write_tiny_checkpoint
 
     built = {}
+    built["sprint-0.6b"] = (request.getfixturevalue("sprint_export"), request.getfixturevalue("sprint_pipe"))
 
     def get(name):
         if name not in built:

@@ -52,7 +52,9 @@ def export(
         None, help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt (default: tensorrt with --backend tensorrt)."),
     calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
     calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
-    calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
+    calib_steps: Optional[int] = typer.Option(
+        None, help="Sampling steps of each calibration trajectory, all recorded (default: 8 for Sana; for Sana-Sprint "
+        "one 2-step and one 4-step trajectory per prompt)."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration noise."),
     calib_resolution: Optional[int] = typer.Option(
         None, help="Calibration image side in px (default: the model's base size, at most 512)."),
