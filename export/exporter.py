@@ -47,12 +47,16 @@ def write_support_files(stage: Path, pipe) -> dict[str, str]:
 
 def export_graphs(stage: Path, pipe, model: ModelValues, job: ExportJob, log) -> None:
     """Each declared component: PyTorch reference outputs, ONNX export, validation with ORT.
-    Quantized exports validate the fp32 graphs here too, so a broken export fails before calibration."""
+    Quantized exports validate the fp32 graphs here too, so a broken export fails before calibration.
+    Every reference is taken before any export: an fp16 export casts the pipeline's modules in
+    place, and the VAE's decoder and encoder share one module."""
     precision = job.options.precision
-    for name, spec in components_for(model).items():
-        module = torch_module(spec, pipe)
+    specs = components_for(model)
+    for name, spec in specs.items():
         with _step(log, f"run {name} in PyTorch fp32 on {len(spec.validation_shapes)} validation shapes"):
-            job.references[name] = reference_outputs(spec, module, model.dims())
+            job.references[name] = reference_outputs(spec, torch_module(spec, pipe), model.dims())
+    for name, spec in specs.items():
+        module = torch_module(spec, pipe)
         with _step(log, f"export {name} -> {spec.file} ({precision})"):
             job.eps[name] = export_component(spec, as_fp16(module) if precision == "fp16" else module,
                                              model.dims(), stage / spec.file)
