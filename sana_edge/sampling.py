@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import img2img
+from . import scm_scheduler as scm
 from .denoising import FlowDenoiser
 from .errors import UserError
 from .sprint import SprintDenoiser
@@ -109,6 +110,15 @@ class Sampler:
                                      extra_feeds)
         return self.denoiser.run(sample, embeds, mask, schedule.steps, guidance_scale, on_step, schedule.start,
                                  extra_feeds)
+
+    def step_feeds(self, sample, embeds, mask, schedule: Schedule, index: int, guidance_scale: float) -> dict:
+        """The transformer's inputs at step `index` of `schedule` for `sample` (the sample entering
+        that step, as on_step reports them): what evaluation and benchmarks probe the DiT with."""
+        if self.sprint:
+            model_in, scm_t = scm.model_input(sample, schedule.times[index], self.denoiser.sigma_data)
+            guidance = self.denoiser.guidance(guidance_scale, sample.shape[0])
+            return self.denoiser.feeds(model_in, embeds, mask, scm_t, guidance)
+        return self.denoiser.feeds(sample, embeds, mask, self.denoiser.timesteps(schedule.steps)[schedule.start + index])
 
     def negative(self, negative_prompt: str, guidance_scale: float) -> str | None:
         """The negative prompt to encode: none for Sprint, none without CFG (guidance <= 1)."""

@@ -42,3 +42,12 @@ def test_sprint_int8_export_runs_close_to_fp32(sprint_checkpoint, sprint_export,
     fp32 = SanaEdgePipeline.from_export(sprint_export).generate("a fox", **run).latents
     cosine = float((int8 * fp32).sum() / np.linalg.norm(int8) / np.linalg.norm(fp32))
     assert np.isfinite(int8).all() and cosine > 0.95
+
+    from sana_edge.evaluation import compare_exports
+
+    result = compare_exports(sprint_export, export, ["a fox", "a cat"], size=64)  # `sana-edge eval` on Sprint
+    assert result["config"]["sampler"] == "sprint" and result["config"]["steps"] == 2
+    assert len(result["summary"]["latent_sqnr_db_per_step"]) == 2
+    assert 0.9 < result["summary"]["transformer_cosine"]["min"] < 1.0
+    same = compare_exports(sprint_export, sprint_export, ["a fox"], size=64, steps=4)  # same noise, same graphs
+    assert same["summary"]["psnr_db"]["min"] == float("inf")

@@ -18,8 +18,9 @@ def eval_command(
     export_b: Path = typer.Argument(..., help="Export folder to compare against it (e.g. int8)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Text file, one prompt per line (# comments and blank lines ignored)."),
     size: int = typer.Option(512, "--size", help="Image height and width in px, a multiple of the VAE scale factor."),
-    steps: int = typer.Option(20, "--steps", help="Denoising steps."),
-    guidance: float = typer.Option(4.5, "--guidance", help="Classifier-free guidance scale (<= 1 turns CFG off)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
+    guidance: Optional[float] = typer.Option(
+        None, "--guidance", help="Guidance scale (default: the model's; for Sana <= 1 turns CFG off)."),
     seed: int = typer.Option(0, "--seed", help="Noise seed of the first prompt (prompt i uses seed + i)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result to this JSON file."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
