@@ -19,7 +19,7 @@ def init_tiny(
     out_dir: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
     seed: int = typer.Option(0, help="Seed for the random weights."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
-    preset: str = typer.Option("tiny", help="tiny (tests, demo) or mid (full 0.6B width, 4 layers)."),
+    preset: str = typer.Option("tiny", help="tiny (tests, demo), mid (full 0.6B width, 4 layers) or mid-sprint (the same as Sana-Sprint)."),
     variant: Optional[str] = typer.Option(
         None, help="A published SANA checkpoint's settings at tiny width, e.g. sprint-0.6b, sana-1.6b-4k, sana1.5-4.8b."),
 ):
