@@ -4,14 +4,13 @@ exporting graphs that the runtime would sample wrongly."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sana_edge.errors import UserError
 from sana_edge.scheduler import FlowDPMSolverConfig
 from sana_edge.scm_scheduler import SCMConfig
 
-from .checkpoint import PIPELINE_KINDS
+from .checkpoint import PIPELINE_KINDS, read_json_object
 
 # SanaTransformer2DModel's settings in diffusers 0.42.1; a config with others comes from a model
 # this runtime does not know.
@@ -26,13 +25,7 @@ QK_NORMS = (None, "rms_norm_across_heads")
 
 def _config(folder: Path, what: str) -> dict:
     path = folder / "config.json" if (folder / "config.json").is_file() else folder / "scheduler_config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read the {what} config {path} ({type(exc).__name__}); re-download the checkpoint") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} is not a {what} config (a JSON object); re-download the checkpoint")
-    return data
+    return read_json_object(path, f"re-download the checkpoint (its {what} config)")
 
 
 def _refuse(setting: str, why: str) -> UserError:
@@ -97,7 +90,7 @@ def check_controlnet(config: dict, transformer: dict, sprint: bool) -> None:
 
 def check_architecture(source: Path, controlnet: Path | None = None) -> None:
     """Refuse, before any work, a checkpoint (and controlnet) whose architecture the runtime lacks."""
-    index = json.loads((source / "model_index.json").read_text())
+    index = read_json_object(source / "model_index.json", "re-download the checkpoint")
     name = index.get("_class_name")
     if name not in PIPELINE_KINDS:
         raise _refuse(f"pipeline class {name}", f"supported: {', '.join(PIPELINE_KINDS)}")

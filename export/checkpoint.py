@@ -19,6 +19,17 @@ CHECKPOINT_QUANT_DEFAULTS = "sana_edge_quantization.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON object from `path`, or a one-line UserError saying what is wrong and `fix`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({type(exc).__name__}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object; {fix}")
+    return data
+
+
 def default_complex_human_instruction(pipeline_cls) -> list[str]:
     """The CHI preamble exactly as the installed diffusers SanaPipeline defines it."""
     return list(inspect.signature(pipeline_cls.__call__).parameters["complex_human_instruction"].default)

@@ -4,7 +4,6 @@ folder, output folder, quantization recipe and calibration prompts, TensorRT ava
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from sana_edge.errors import UserError
 from sana_edge.manifest import PRECISIONS
 
 from .architecture import check_architecture
-from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, resolve_checkpoint
+from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, read_json_object, resolve_checkpoint
 from .staging import check_out_dir
 
 
@@ -96,10 +95,4 @@ def _prepare_quantization(job: ExportJob, log) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({type(exc).__name__}); fix or remove it") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a JSON object; fix or remove it")
-    return data
+    return read_json_object(path, "fix or remove it")

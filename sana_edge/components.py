@@ -228,10 +228,7 @@ ENCODER = ComponentSpec(
 CONTROLNET = ComponentSpec(
     name="controlnet",
     inputs=(
-        TensorSpec("latents", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),
-        TensorSpec("encoder_hidden_states", "float32", ("batch", "caption_length", "caption_channels")),
-        TensorSpec("encoder_attention_mask", "int64", ("batch", "caption_length"), PADDING_MASK),
-        TensorSpec("timestep", "float32", ("batch",), TIMESTEP),
+        *(t for t in TRANSFORMER.inputs if t.when is None),  # the transformer's own step inputs
         # the control image's latents (encoder output x VAE scaling), one per batch row
         TensorSpec("controlnet_cond", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),
         TensorSpec("conditioning_scale", "float32", (1,), UNIT),

@@ -136,6 +136,22 @@ class SanaEdgePipeline:
         memory[name] = peak.peak
         return result
 
+    def _input_images(self, image, control_image, control_scale: float, height, width):
+        """(image pixels, control pixels, height, width): the first image given sets the size
+        unless height/width do; the other is resized to it, as diffusers does."""
+        pixels = control = None
+        factor = self.manifest.model.vae_scale_factor
+        if image is not None:
+            self.image_encoder.require("--image")
+            pixels = load_image(image, height, width, factor, "--image")
+            height, width = pixels.shape[2:]
+        if control_image is not None:
+            check_control(self.manifest, control_scale)
+            self.image_encoder.require("--control-image")
+            control = load_image(control_image, height, width, factor, "--control-image")
+            height, width = control.shape[2:]
+        return pixels, control, height, width
+
     # -- whole run ----------------------------------------------------------------------------
 
     def generate(
@@ -169,16 +185,7 @@ class SanaEdgePipeline:
         factor = model.vae_scale_factor
         steps = model.default_steps if steps is None else steps
         guidance_scale = model.default_guidance if guidance_scale is None else guidance_scale
-        pixels = control = None
-        if image is not None:
-            self.image_encoder.require("--image")
-            pixels = load_image(image, height, width, factor, "--image")
-            height, width = pixels.shape[2:]
-        if control_image is not None:
-            check_control(self.manifest, control_scale)
-            self.image_encoder.require("--control-image")
-            control = load_image(control_image, height, width, factor, "--control-image")
-            height, width = control.shape[2:]
+        pixels, control, height, width = self._input_images(image, control_image, control_scale, height, width)
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
         check_image_side("height", height, factor)

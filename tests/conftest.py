@@ -12,19 +12,27 @@ def tiny_checkpoint(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-sana", seed=0)
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tiny_checkpoint, tmp_path_factory):
+def _fp32_export(checkpoint, tmp_path_factory, name):
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
 
-    out = tmp_path_factory.mktemp("export") / "tiny-fp32"
-    return export_checkpoint(ExportOptions(str(tiny_checkpoint), out), log=lambda _: None)
+    out = tmp_path_factory.mktemp("export") / name
+    return export_checkpoint(ExportOptions(str(checkpoint), out), log=lambda _: None)
+
+
+def _diffusers(checkpoint):
+    from sana_edge.export.checkpoint import load_sana_pipeline
+
+    return load_sana_pipeline(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, tmp_path_factory):
+    return _fp32_export(tiny_checkpoint, tmp_path_factory, "tiny-fp32")
 
 
 @pytest.fixture(scope="session")
 def diffusers_pipe(tiny_checkpoint):
-    from sana_edge.export.checkpoint import load_sana_pipeline
-
-    return load_sana_pipeline(tiny_checkpoint)
+    return _diffusers(tiny_checkpoint)
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +46,12 @@ def sprint_checkpoint(diffusers_pipe, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sprint_export(sprint_checkpoint, tmp_path_factory):
-    from sana_edge.export.exporter import ExportOptions, export_checkpoint
-
-    out = tmp_path_factory.mktemp("export") / "tiny-sprint-fp32"
-    return export_checkpoint(ExportOptions(str(sprint_checkpoint), out), log=lambda _: None)
+    return _fp32_export(sprint_checkpoint, tmp_path_factory, "tiny-sprint-fp32")
 
 
 @pytest.fixture(scope="session")
 def sprint_pipe(sprint_checkpoint):
-    from sana_edge.export.checkpoint import load_sana_pipeline
-
-    return load_sana_pipeline(sprint_checkpoint)
+    return _diffusers(sprint_checkpoint)
 
 
 @pytest.fixture(scope="session")
