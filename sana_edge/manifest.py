@@ -40,6 +40,10 @@ class ModelValues:
     decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     transformer_inner_dim: int = 1152
     mlp_ratio: float = 2.5
+    # Shapes of the caption K/V the split transformer graphs exchange (sana_edge.components).
+    transformer_layers: int = 28
+    cross_attention_heads: int = 16
+    cross_attention_head_dim: int = 72
 
     @property
     def default_size(self) -> int:
@@ -53,7 +57,9 @@ class ModelValues:
     def dims(self) -> dict:
         """Model dimensions that bind the fixed named axes of the component declarations."""
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
-                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size}
+                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
+                "transformer_layers": self.transformer_layers, "cross_attention_heads": self.cross_attention_heads,
+                "cross_attention_head_dim": self.cross_attention_head_dim}
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import get_backend
 from .checks import check_image_side
-from .components import DECODER, TEXT_ENCODER, TRANSFORMER
+from .components import DECODER, STAGES, TEXT_ENCODER, TRANSFORMER, TRANSFORMER_STEP
 from .denoising import FlowDenoiser
 from .errors import UserError
 from .image_io import to_pil
@@ -43,7 +43,8 @@ class SanaEdgePipeline:
                                          model.max_sequence_length)
         self.scheduler_config = manifest.scheduler_config
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
-        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session)
+        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session,
+                                     split=TRANSFORMER_STEP.name in manifest.components)
         self._sessions: dict = {}
         self._low_memory: dict[str, bool] = {}
 
@@ -125,7 +126,8 @@ class SanaEdgePipeline:
         with PeakMemory(read) as peak:
             result = work()
             if not plan.keep_loaded:
-                self.release(name)
+                for component in STAGES[name]:
+                    self.release(component)
         timings[name if name != DECODER.name else "decode"] = time.perf_counter() - start
         memory[name] = peak.peak
         return result
