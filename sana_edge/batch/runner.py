@@ -84,4 +84,6 @@ def run_batch(items: list[BatchItem], outdir: Path, results: Results, console) -
                 failed += 1
             index.append(record)
             progress.update(task, advance=1, failed=failed)
+    if made or failed:
+        compact_index(outdir, load_index(outdir))  # one line per item: a redone item replaces its old record
     return Summary(len(items), skipped, made, failed, time.perf_counter() - start, tuple(sorted(nodes)))
