@@ -1,37 +1,13 @@
-"""Helpers for the server tests: an in-process uvicorn server on a free loopback port."""
+"""Helpers for the server tests: decoding images, reading server-sent events."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import threading
-import time
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def running_server(config, models=None):
-    """Serve `create_app(config)` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    import uvicorn
-
-    from sana_edge.serve.app import create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(config, models), host="127.0.0.1", port=0,
-                                           log_level="warning", timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+from sana_edge.serve.local import running_server  # noqa: F401 (re-exported for the tests)
 
 
 def pixels(png: bytes) -> np.ndarray:
