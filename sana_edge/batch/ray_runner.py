@@ -20,6 +20,9 @@ from .items import BatchItem
 from .worker import ItemRenderer, check_export, manifest_digest
 
 
+ACTOR_START_TIMEOUT_S = 600  # loading a full-size export on a busy node takes minutes
+
+
 class RayItemRenderer:
     """A Ray Data actor: one ItemRenderer for its lifetime, one item per batch."""
 
@@ -61,12 +64,17 @@ def ray_results(export_dir: Path, address: str | None, workers: int | None, cpus
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own bar
         context.execution_options.preserve_order = False  # write each image as soon as it is made
+        context.print_on_execution_start = False
+        # Start every actor (each checks its node's export) before handing out items, so the work
+        # spreads over the whole pool instead of going to whichever actor loaded first.
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         size = workers or max(1, cluster_cpus // cpus_per_worker)
         dataset = ray.data.from_items([{"item": item.to_json()} for item in todo], override_num_blocks=len(todo))
         dataset = dataset.map_batches(
             RayItemRenderer, batch_size=1, batch_format="numpy", num_cpus=cpus_per_worker,
-            compute=ActorPoolStrategy(size=min(size, len(todo))),
+            compute=ActorPoolStrategy(size=min(size, len(todo)), max_tasks_in_flight_per_actor=2),
             fn_constructor_kwargs={"export_dir": str(Path(export_dir).resolve()),
                                    "manifest_sha256": manifest_digest(export_dir),
                                    "threads": cpus_per_worker, "verify": verify})

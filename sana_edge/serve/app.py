@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,10 @@ class ServeConfig:
     verify: bool = True  # sha256 of the export files at load
     threads: int | None = None  # ONNX Runtime intra-op threads (default: all cores)
     url_secret: str | None = None  # signs `url` file names (default: random per server)
+
+
+# Which process answered: behind Ray Serve several replicas share one address.
+WORKER_HEADER = {"X-Sana-Edge-Worker": f"{socket.gethostname()}/{os.getpid()}"}
 
 
 class ClientGone(Exception):
@@ -125,7 +131,7 @@ def create_app(config: ServeConfig, models: list | None = None) -> Starlette:
         metrics.images.labels(model=model.id).inc(len(images))
         metrics.stage_seconds.labels(stage="total").observe(time.perf_counter() - start)
         return JSONResponse({"created": int(time.time()), "data": data, "model": model.id,
-                             "size": image_request.size, "output_format": "png"})
+                             "size": image_request.size, "output_format": "png"}, headers=WORKER_HEADER)
 
     def _stream(engine, image_request, model, base_url, start):
         events: asyncio.Queue = asyncio.Queue()
@@ -153,7 +159,7 @@ def create_app(config: ServeConfig, models: list | None = None) -> Starlette:
                 job.cancel()
 
         return StreamingResponse(produce(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **WORKER_HEADER})
 
     async def image_file(request: Request):
         path = state["store"].path(request.path_params["name"])
@@ -179,8 +185,8 @@ def create_app(config: ServeConfig, models: list | None = None) -> Starlette:
         engine: Engine = state.get("engine")
         if engine is None or engine.closed:
             return JSONResponse({"status": "unavailable"}, status_code=503)
-        return JSONResponse({"status": "ok", "version": __version__, "queue": engine.queue_length,
-                             "busy": engine.busy, "models": list(engine.models)})
+        return JSONResponse({"status": "ok", "version": __version__, "worker": WORKER_HEADER["X-Sana-Edge-Worker"],
+                             "queue": engine.queue_length, "busy": engine.busy, "models": list(engine.models)})
 
     async def metrics_route(request: Request):
         if "engine" in state:

@@ -3,7 +3,8 @@
 Each replica builds the app on its own node (Serve's ingress builder), after checking that the
 node reads the driver's exports (manifest sha256, see sana_edge.batch.worker), and asks Ray for
 `threads` CPUs, the ONNX Runtime threads it runs with. Ray Serve's proxy binds `host:port`
-and spreads requests over the replicas; each replica keeps its own bounded queue (429 beyond).
+and spreads requests over the replicas: each replica takes one request running and one waiting,
+and Serve queues the rest (--max-queue per replica; beyond it Serve answers 503).
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def deployment(config: ServeConfig, replicas: int):
 
     return serve.deployment(
         name=APP_NAME, num_replicas=replicas, ray_actor_options={"num_cpus": config.threads or 1},
-        # Serve's own queue stays above the app's, so a full replica answers 429 itself.
-        max_ongoing_requests=config.max_queue + 2,
+        # One running and one waiting per replica: Serve's router prefers replicas on the proxy's
+        # node until they are full, so a larger number would pile work onto one node. Requests
+        # beyond wait in Serve's queue, bounded like --max-queue per replica (503 beyond it).
+        max_ongoing_requests=2, max_queued_requests=max(1, config.max_queue * replicas),
     )(ingress(SanaEdgeReplica))
 
 
@@ -61,7 +64,9 @@ def start(config: ServeConfig, address: str | None, replicas: int, host: str, po
     from ray import serve
 
     connect(address)
-    serve.start(http_options={"host": host, "port": port})
+    # One HTTP proxy, on the head node (where this command runs): one address for the whole
+    # cluster, and several "nodes" on one machine do not race for the same port.
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     serve.run(deployment(for_cluster(config), replicas).bind(), name=APP_NAME, route_prefix="/", blocking=False)
 
 
