@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from .engine import Cancelled, Engine, load_models
-from .errors import ApiError, server_error
+from .errors import ApiError, server_error, shutting_down
 from .images import ImageStore
 from .metrics import ServerMetrics
 from .page import page_response
@@ -144,7 +144,8 @@ def create_app(config: ServeConfig, models: list | None = None) -> Starlette:
                     yield _sse(event["type"], event)
                 try:
                     images = job.future.result()
-                except ApiError as error:
+                except (ApiError, Cancelled) as exc:
+                    error = exc if isinstance(exc, ApiError) else shutting_down()
                     _count_error(metrics, error)
                     yield _sse("error", error.body())
                     return
