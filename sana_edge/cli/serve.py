@@ -30,6 +30,19 @@ def resolve_models(models: list[Path]) -> list[Path]:
     return models
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Fail in one line now (before loading models) if host:port cannot be bound."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host") from None
+
+
 @app.command()
 def serve(
     model: Optional[list[Path]] = typer.Option(
@@ -84,11 +97,15 @@ def serve(
     from ..serve.app import create_app
     from ..serve.engine import load_models
 
+    check_can_listen(host, port)
     loaded = load_models(list(folders), config.verify, threads)  # a bad export fails here, in one line
     print(f"sana-edge serving {', '.join(str(f) for f in folders)} on http://{host}:{port} "
           f"(page at /, API at /v1, pid {os.getpid()})", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(config, loaded), host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=shutdown_grace, access_log=False))
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind (a race with check_can_listen) or start
+        server.started = False
     if not server.started:
         raise UserError(f"the server could not start on {host}:{port} (is the port in use?); pick another --port")

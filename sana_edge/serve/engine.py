@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..image_io import png_bytes
-from .errors import ApiError, invalid, queue_full, server_error, shutting_down
+from .errors import invalid, queue_full, server_error, shutting_down
 from .metrics import ServerMetrics
 from .schema import ImageRequest
 
