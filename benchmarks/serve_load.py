@@ -15,6 +15,7 @@ Results: benchmarks/results/serve_load.{json,md}. The default model is the built
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -42,14 +43,14 @@ def rss_bytes(pid: int) -> int:
 class RssSampler(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self.pid, self.peak, self._done = pid, 0, threading.Event()
 
     def run(self):
-        while not self._stop.wait(0.2):
+        while not self._done.wait(0.2):
             self.peak = max(self.peak, rss_bytes(self.pid))
 
     def stop(self) -> int:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak
 
@@ -84,6 +85,16 @@ def load_run(model: Path, clients: int, requests: int, seconds: float, steps: in
     import httpx
 
     process, base = _start_server(model, max_queue)
+    try:
+        return _drive_clients(process, base, clients, requests, seconds, steps)
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def _drive_clients(process, base: str, clients: int, requests: int, seconds: float, steps: int) -> dict:
+    import httpx
+
     httpx.post(f"{base}/v1/images/generations", json={"prompt": CAPTIONS[0], "steps": 1}, timeout=120)  # warm
     sampler = RssSampler(process.pid)
     sampler.start()
@@ -123,8 +134,6 @@ def load_run(model: Path, clients: int, requests: int, seconds: float, steps: in
         thread.join()
     wall = time.perf_counter() - start
     peak = sampler.stop()
-    process.terminate()
-    process.wait(60)
     ordered = sorted(latencies)
     return {"clients": clients, "images": len(ordered), "seconds": round(wall, 2),
             "images_per_s": round(len(ordered) / wall, 3),
@@ -149,20 +158,17 @@ def batch_run(model: Path, prompts: int, steps: int, workers: int | None, cpus: 
         from sana_edge.batch.ray_runner import ray_results
 
         results = ray_results(model, None, workers, cpus, True)
-    stamps = []
-
-    def timed(todo):
-        for result in results(todo):
-            stamps.append(time.perf_counter())
-            yield result
-
     start = time.perf_counter()
-    summary = run_batch(items, folder / "out", timed, Console(stderr=True, quiet=True))
-    steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
+    summary = run_batch(items, folder / "out", results, Console(stderr=True, quiet=True))
+    wall = time.perf_counter() - start
+    from sana_edge.batch.index import load_index
+
+    per_image = statistics.median(r["timings"]["total"] for r in load_index(folder / "out").values())
+    pool = workers or 1
     return {"mode": "in-process" if workers is None else f"ray {workers} x {cpus} cpu",
-            "images": summary.made, "failed": summary.failed, "seconds": round(time.perf_counter() - start, 2),
-            "images_per_s": round(summary.made / summary.seconds, 3),
-            "steady_images_per_s": round(steady, 3) if steady else None}
+            "images": summary.made, "failed": summary.failed, "wall_s": round(wall, 2),
+            "images_per_s": round(summary.made / wall, 3), "worker_s_per_image": round(per_image, 3),
+            "worker_bound_images_per_s": round(pool / per_image, 3)}
 
 
 def write_results(result: dict) -> None:
@@ -172,18 +178,23 @@ def write_results(result: dict) -> None:
     write_json_atomic(RESULTS / "serve_load.json", result)
     m = result["machine"]
     lines = ["# Serve load and batch throughput", "",
-             f"`{result['command']}` on {m['cpu']} ({m['cores']} cores, {m['isa']}); model {result['model']}, "
-             f"{result['size']} px, {result['steps']} steps, server --max-queue {result['max_queue']}.", "",
+             f"On {m['cpu']} ({m['cores']} cores, {m['isa']}); model {result['model']}, {result['size']} px, "
+             f"{result['steps']} steps, server --max-queue {result['max_queue']}.", "",
+             f"`{result['serve_command']}`: N client threads on loopback, each posting until the image count or the "
+             "time bound is reached; a 429 waits its Retry-After (at most 1 s) and retries.", "",
              "| clients | images | images/s | p50 s | p95 s | 429s | errors | server peak RSS MiB |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["serve"]:
         lines.append(f"| {r['clients']} | {r['images']} | {r['images_per_s']} | {r['p50_s']} | {r['p95_s']} | "
                      f"{r['rate_limited_429']} | {r['errors']} | {r['server_peak_rss_mib']} |")
-    lines += ["", f"Batch of {result['batch_prompts']} prompts (wall includes starting Ray and loading the model "
-              "in each actor; steady = between the first and the last image):", "",
-              "| mode | images | wall s | images/s | steady images/s |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += ["", f"`{result['batch_command']}`: batch of {result['batch_prompts']} prompts. Wall time includes starting Ray and loading the "
+              "model in each actor; worker s/image is the median time of one image inside a worker, and "
+              "worker-bound images/s = workers / that (the rate once startup is paid):", "",
+              "| mode | images | wall s | images/s (wall) | worker s/image | worker-bound images/s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["batch"]:
-        lines.append(f"| {r['mode']} | {r['images']} | {r['seconds']} | {r['images_per_s']} | {r['steady_images_per_s']} |")
+        lines.append(f"| {r['mode']} | {r['images']} | {r['wall_s']} | {r['images_per_s']} | "
+                     f"{r['worker_s_per_image']} | {r['worker_bound_images_per_s']} |")
     write_text_atomic(RESULTS / "serve_load.md", "\n".join(lines) + "\n")
 
 
@@ -201,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--max-queue", type=int, default=4)
     parser.add_argument("--batch-prompts", type=int, default=16)
+    parser.add_argument("--parts", default="serve,batch", help="serve, batch or both (a part left out keeps "
+                        "its previous results)")
     args = parser.parse_args(argv)
     model = args.model or default_export_dir()
     if not (model / "manifest.json").is_file():
@@ -208,19 +221,25 @@ def main(argv: list[str] | None = None) -> None:
 
         assert cli(["export"] if args.model is None else ["export", "--help"]) == 0
     cores = os.cpu_count() or 1
-    serve = [load_run(model, int(c), args.requests, args.seconds, args.steps, args.max_queue)
-             for c in args.clients.split(",")]
-    for row in serve:
-        print(row, flush=True)
-    batch = [batch_run(model, args.batch_prompts, args.steps, None, cores),
-             batch_run(model, args.batch_prompts, args.steps, 1, cores),
-             batch_run(model, args.batch_prompts, args.steps, cores, 1)]
-    for row in batch:
+    parts = args.parts.split(",")
+    previous = json.loads((RESULTS / "serve_load.json").read_text()) if (RESULTS / "serve_load.json").is_file() else {}
+    serve = previous.get("serve", [])
+    if "serve" in parts:
+        serve = [load_run(model, int(c), args.requests, args.seconds, args.steps, args.max_queue)
+                 for c in args.clients.split(",")]
+    batch = previous.get("batch", [])
+    if "batch" in parts:
+        batch = [batch_run(model, args.batch_prompts, args.steps, None, cores),
+                 batch_run(model, args.batch_prompts, args.steps, 1, cores),
+                 batch_run(model, args.batch_prompts, args.steps, cores, 1)]
+    for row in serve + batch:
         print(row, flush=True)
     from sana_edge.pipeline import SanaEdgePipeline
 
     size = SanaEdgePipeline.from_export(model, verify=False).default_size
-    write_results({"command": "python -m benchmarks.serve_load " + " ".join(argv or sys.argv[1:]),
+    command = "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_results({"serve_command": command if "serve" in parts else previous.get("serve_command"),
+                   "batch_command": command if "batch" in parts else previous.get("batch_command"),
                    "machine": {"cpu": cpu_model(), "cores": cores, "isa": cpu_isa()}, "model": model.name,
                    "size": size, "steps": args.steps, "max_queue": args.max_queue,
                    "batch_prompts": args.batch_prompts, "serve": serve, "batch": batch})

@@ -49,6 +49,7 @@ class ServeConfig:
     verify: bool = True  # sha256 of the export files at load
     threads: int | None = None  # ONNX Runtime intra-op threads (default: all cores)
     url_secret: str | None = None  # signs `url` file names (default: random per server)
+    trust_disconnect: bool = True  # False behind Ray Serve (see security.BodyLimitMiddleware)
 
 
 # Which process answered: behind Ray Serve several replicas share one address.
@@ -206,7 +207,7 @@ def create_app(config: ServeConfig, models: list | None = None) -> Starlette:
     async def on_crash(request: Request, exc: Exception):
         return await on_api_error(request, server_error(f"internal error: {type(exc).__name__}"))
 
-    middleware = [Middleware(BodyLimitMiddleware, limit=config.max_body_bytes,
+    middleware = [Middleware(BodyLimitMiddleware, limit=config.max_body_bytes, trust_disconnect=config.trust_disconnect,
                              on_error=lambda e: _count_error(metrics, e))]
     if config.api_key:
         middleware.insert(0, Middleware(ApiKeyMiddleware, api_key=config.api_key,

@@ -57,7 +57,7 @@ def for_cluster(config: ServeConfig) -> ServeConfig:
     """Absolute export paths (replicas run elsewhere) and one url secret for all replicas."""
     return dataclasses.replace(config, models=tuple(p.resolve() for p in config.models),
                                output_dir=config.output_dir.resolve() if config.output_dir else None,
-                               url_secret=config.url_secret or secrets.token_hex(32))
+                               url_secret=config.url_secret or secrets.token_hex(32), trust_disconnect=False)
 
 
 def start(config: ServeConfig, address: str | None, replicas: int, host: str, port: int) -> None:

@@ -5,6 +5,7 @@ Both answer in the OpenAI error shape before any route (or JSON parser) sees the
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 
@@ -50,12 +51,18 @@ class ApiKeyMiddleware:
 
 class BodyLimitMiddleware:
     """Refuse request bodies over `limit` bytes (413): by Content-Length when sent, else by
-    counting a chunked body as it arrives; the body read is replayed to the route."""
+    counting a chunked body as it arrives; the body read is replayed to the route.
 
-    def __init__(self, app, limit: int, on_error=None):
+    `trust_disconnect=False` hides `http.disconnect` from the routes (they then see a client
+    that stays): behind Ray Serve's proxy a replica was seen to receive a disconnect for an open
+    stream when another request reached it, which cancelled live generations. A gone client is
+    then noticed only when a write to it fails."""
+
+    def __init__(self, app, limit: int, on_error=None, trust_disconnect: bool = True):
         self.app = app
         self.limit = limit
         self._on_error = on_error
+        self._trust_disconnect = trust_disconnect
 
     async def _refuse(self, scope, receive, send):
         error = body_too_large(self.limit)
@@ -87,6 +94,8 @@ class BodyLimitMiddleware:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            if not self._trust_disconnect:
+                await asyncio.Event().wait()  # never: see the class docstring
             return await receive()  # afterwards: the real channel (http.disconnect)
 
         return await self.app(scope, replay, send)
