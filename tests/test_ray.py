@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,8 +27,11 @@ httpx = pytest.importorskip("httpx")
 from serve_support import b64_pixels, pixels  # noqa: E402
 
 BIN = Path(sys.executable).parent
-# No usage reports; on SIGTERM a node stops at once (Ray's default drains for up to 30 s).
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+# No usage reports; on SIGTERM a node stops at once (Ray's default drains for up to 30 s); token
+# auth with a token of this test run only, so ~/.ray/auth_token (shared, rewritten by any local
+# ray.init) can neither break nor open the test cluster.
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+       "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 def _free_port() -> int:
