@@ -88,8 +88,9 @@ def check_controlnet(config: dict, transformer: dict, sprint: bool) -> None:
                       "SanaControlNetPipeline does not scale the timestep")
 
 
-def check_architecture(source: Path, controlnet: Path | None = None) -> None:
-    """Refuse, before any work, a checkpoint (and controlnet) whose architecture the runtime lacks."""
+def check_architecture(source: Path, controlnet: Path | None = None) -> Path | None:
+    """Refuse, before any work, a checkpoint (and controlnet) whose architecture the runtime lacks;
+    returns the controlnet folder to export (`controlnet`, or a SanaControlNetPipeline's own)."""
     index = read_json_object(source / "model_index.json", "re-download the checkpoint")
     name = index.get("_class_name")
     if name not in PIPELINE_KINDS:
@@ -107,3 +108,4 @@ def check_architecture(source: Path, controlnet: Path | None = None) -> None:
         if not Path(controlnet).is_dir():
             raise UserError(f"--controlnet '{controlnet}' is not a folder; pass a diffusers SanaControlNetModel folder")
         check_controlnet(_config(Path(controlnet), "controlnet"), transformer, sprint)
+    return Path(controlnet) if controlnet is not None else None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sana_edge import __version__
-from sana_edge.components import COMPONENTS, components_for
+from sana_edge.components import COMPONENTS
 from sana_edge.errors import UserError
 from sana_edge.manifest import Manifest, ModelValues, component_record, folder_records, write_manifest
 
@@ -51,7 +51,7 @@ def export_graphs(stage: Path, pipe, model: ModelValues, job: ExportJob, log) ->
     Every reference is taken before any export: an fp16 export casts the pipeline's modules in
     place, and the VAE's decoder and encoder share one module."""
     precision = job.options.precision
-    specs = components_for(model)
+    specs = {name: COMPONENTS[name].for_model(model) for name in job.components}
     for name, spec in specs.items():
         with _step(log, f"run {name} in PyTorch fp32 on {len(spec.validation_shapes)} validation shapes"):
             job.references[name] = reference_outputs(spec, torch_module(spec, pipe), model.dims())
@@ -79,11 +79,10 @@ def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob
     # The runtime pipeline runs the fp32 graphs for calibration from this in-memory manifest.
     draft = {"precision": "fp32", "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json",
              "scheduler_config": f"{SCHEDULER_DIR}/scheduler_config.json", "files": files,
-             "components": {n: {"file": s.file, "bytes": (stage / s.file).stat().st_size}
-                            for n, s in components_for(model).items()}}
-    recipe = {name: config for name, config in job.recipe.items() if name in draft["components"]}
+             "components": {n: {"file": COMPONENTS[n].file, "bytes": (stage / COMPONENTS[n].file).stat().st_size}
+                            for n in job.components}}
     with _step(log, f"quantize to {job.options.precision} for target {job.target}"):
-        record = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target, recipe,
+        record = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target, job.recipe,
                                  job.calibration, log, inspect=count_eps)
     for name, entry in record["components"].items():
         if "inspection" in entry:
@@ -96,7 +95,8 @@ def record_components(stage: Path, model: ModelValues, job: ExportJob, log) -> d
     """Validate each final graph against PyTorch and hash it: once per graph."""
     precision = job.options.precision
     components = {}
-    for name, spec in components_for(model).items():
+    for name in job.components:
+        spec = COMPONENTS[name].for_model(model)
         if name in job.reports and not job.recipe[name].changes_graph:
             report = job.reports[name]  # e.g. the decoder of an int8 export: its fp32 graph is final
         else:
@@ -113,7 +113,7 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
     out_dir = Path(options.out_dir)
     with staging_dir(out_dir) as stage:
         with _step(log, f"load checkpoint {job.source}"):
-            pipe = load_sana_pipeline(job.source, options.controlnet)
+            pipe = load_sana_pipeline(job.source, job.controlnet)
             model = model_values(pipe)
         files = write_support_files(stage, pipe)
         export_graphs(stage, pipe, model, job, log)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sana_edge.errors import UserError
+from sana_edge.components import CONTROLNET, SINGLE_GRAPH, SPLIT_GRAPH
 from sana_edge.manifest import PRECISIONS
 
 from .architecture import check_architecture
@@ -26,6 +27,9 @@ class ExportOptions:
     calibration: object = None  # sana_edge.quant.configs.Calibration (int8); None: defaults
     engines: object = None  # sana_edge.export.engine.EngineRange: also build TensorRT engines
     controlnet: Path | None = None  # a SanaControlNetModel folder exported beside the transformer
+    # The transformer as caption-K/V + step graphs (the default where the architecture allows),
+    # or as one graph (False).
+    split_transformer: bool = True
 
 
 @dataclass
@@ -38,6 +42,8 @@ class ExportJob:
     calibration: object = None
     target: str = "ort"
     flavor: object = None
+    components: tuple = SPLIT_GRAPH  # which declared components this export holds
+    controlnet: Path | None = None  # the controlnet folder exported with it (--controlnet, or the checkpoint's)
     references: dict = field(default_factory=dict)  # component -> PyTorch reference outputs
     reports: dict = field(default_factory=dict)  # component -> validation report of its fp32 graph
     eps: dict = field(default_factory=dict)  # component -> linear-attention eps constants
@@ -58,9 +64,17 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
         flavor = import_tensorrt()  # fail before any work when no TensorRT is installed
         options.engines.check(32)
     source = resolve_checkpoint(options.checkpoint)
-    check_architecture(source, options.controlnet)
+    controlnet = check_architecture(source, options.controlnet)
     check_out_dir(Path(options.out_dir), options.force, source=source)
-    job = ExportJob(options, source, flavor=flavor)
+    job = ExportJob(options, source, flavor=flavor, components=SINGLE_GRAPH, controlnet=controlnet)
+    if options.split_transformer:
+        blocker = split_blocker(_read_json(source / "transformer" / "config.json"), controlnet is not None)
+        if blocker:
+            log(f"transformer exported as one graph: the caption-K/V split does not cover {blocker}")
+        else:
+            job.components = SPLIT_GRAPH
+    if controlnet is not None:
+        job.components += (CONTROLNET.name,)
     if options.precision in ("int8", "int4"):
         _prepare_quantization(job, log)
     return job
@@ -92,6 +106,18 @@ def _prepare_quantization(job: ExportJob, log) -> None:
     job.calibration = calibration
     job.target = settings.target
     read_prompts(calibration.prompts)  # a bad prompt file fails now, not after the export
+
+
+def split_blocker(transformer_config: dict, controlnet: bool = False) -> str | None:
+    """None when export/split_transformer.py reproduces this transformer, else the setting that
+    prevents it (read from its config.json, before any model is loaded)."""
+    if transformer_config.get("guidance_embeds"):
+        return "guidance_embeds"
+    if controlnet:
+        return "a controlnet (its residuals enter the single graph)"
+    if transformer_config.get("cross_attention_dim", 1) is None:
+        return "a transformer without cross-attention"
+    return None
 
 
 def _read_json(path: Path) -> dict:

@@ -183,9 +183,14 @@ def build_recipe(precision: str, settings: QuantSettings = QuantSettings()) -> d
         text_bits = 4
     text_encoder = dataclasses.replace(weight_only, bits=settings.text_encoder_bits or text_bits,
                                        keep_fp=TEXT_ENCODER_KEEP_FP)
+    # The split transformer: its step graph takes the transformer's config; the caption graph
+    # holds only layers the transformer keeps in float (caption projection, cross-attention K/V
+    # projections, as the SANA paper keeps them), computing in float with int8-stored weights.
+    caption_kv = WeightOnly(bits=8, ort_ops=False)
     controlnet = dataclasses.replace(weight_only, bits=8 if precision == "int8" else 4, keep_fp=settings.keep_fp)
-    return {"transformer": transformer, "text_encoder": text_encoder, "vae_decoder": KeepFloat(),
-            "vae_encoder": KeepFloat(), "controlnet": controlnet}
+    return {"transformer": transformer, "transformer_step": transformer, "caption_kv": caption_kv,
+            "text_encoder": text_encoder, "vae_decoder": KeepFloat(), "vae_encoder": KeepFloat(),
+            "controlnet": controlnet}
 
 
 def needs_calibration(recipe: dict) -> bool:

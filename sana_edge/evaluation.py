@@ -18,7 +18,7 @@ import numpy as np
 
 from . import shapes
 from .checks import check_image_side
-from .components import TEXT_ENCODER, TRANSFORMER
+from .components import TEXT_ENCODER
 from .errors import UserError
 from .fileio import write_json_atomic
 from .metrics import cosine, json_safe, psnr, sqnr_db, ssim
@@ -136,10 +136,10 @@ def compare_exports(
         embeds, mask = pipe_a.encode_prompts(prompt, pipe_a.sampler.negative("", guidance_scale))
         transformer_cosines = {}
         for step in probe_steps:
-            # the sample entering `step`
+            # the sample entering `step`; the same inputs for both (A's caption embeddings), each
+            # export's own transformer graph(s)
             step_input = pipe_a.sampler.initial(noise, None, schedule) if step == 0 else latents_a[step - 1]
-            feeds = pipe_a.sampler.step_feeds(step_input, embeds, mask, schedule, step, guidance_scale)
-            outputs = [p.session(TRANSFORMER.name).run(feeds)["velocity"] for p in (pipe_a, pipe_b)]
+            outputs = [p.sampler.predict(step_input, embeds, mask, schedule, step, guidance_scale) for p in (pipe_a, pipe_b)]
             transformer_cosines[str(step + 1)] = cosine(*outputs)  # 1-based, as on_step counts
 
         step_sqnr = [sqnr_db(a, b) for a, b in zip(latents_a, latents_b)]

@@ -45,6 +45,10 @@ class ModelValues:
     decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     transformer_inner_dim: int = 1152
     mlp_ratio: float = 2.5
+    # Shapes of the caption K/V the split transformer graphs exchange (sana_edge.components).
+    transformer_layers: int = 28
+    cross_attention_heads: int = 16
+    cross_attention_head_dim: int = 72
     encoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     # The sampler and its defaults (the diffusers pipeline's own call defaults, read at export).
     pipeline: str = "sana"
@@ -76,6 +80,8 @@ class ModelValues:
         """Model dimensions that bind the fixed named axes of the component declarations."""
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
                 "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
+                "transformer_layers": self.transformer_layers, "cross_attention_heads": self.cross_attention_heads,
+                "cross_attention_head_dim": self.cross_attention_head_dim,
                 "inner_dim": self.transformer_inner_dim, "controlnet_layers": self.controlnet_layers}
 
     def to_dict(self) -> dict:
@@ -182,6 +188,7 @@ class Manifest:
     root: Path
     data: dict
     model: ModelValues
+    verified: bool = False  # every file's sha256 was checked when it was loaded
 
     @property
     def precision(self) -> str:
@@ -275,7 +282,10 @@ def _check_structure(data, path: Path) -> None:
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
-    """Read and check an export folder. `verify` also checks every file's sha256."""
+    """Read and check an export folder. `verify` also checks every file's sha256 (remembered while
+    a file is unchanged: sana_edge.file_digests)."""
+    from .file_digests import cached_sha256
+
     root = Path(root)
     path = root / MANIFEST_NAME
     if not root.exists():
@@ -300,6 +310,7 @@ def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
         file = manifest.path(rel)
         if not file.is_file():
             raise UserError(f"export folder '{root}' is missing {rel}; {REEXPORT} (or copy the whole folder)")
-        if verify and sha256_file(file) != digest:
+        if verify and cached_sha256(file) != digest:
             raise UserError(f"{rel} in '{root}' does not match the sha256 in {MANIFEST_NAME} (corrupt or modified); {REEXPORT}")
+    manifest.verified = verify
     return manifest

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import get_backend
 from .checks import check_image_side
-from .components import CONTROLNET, DECODER, ENCODER, TEXT_ENCODER, TRANSFORMER
+from .components import DECODER, ENCODER, STAGES, TEXT_ENCODER, TRANSFORMER, TRANSFORMER_STEP
 from .control import check_control, control_feeds
 from .errors import UserError
 from .image_encoding import ImageEncoder, load_image
@@ -36,7 +36,9 @@ class GenerationResult:
 
 
 class SanaEdgePipeline:
-    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool = False):
+    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool | None = None):
+        """`keep_loaded`: None (default) keeps sessions loaded across calls when the memory plan fits
+        them all, True asks for it (noted when it does not fit), False releases each stage after use."""
         self.manifest = manifest
         self.backend = backend
         self.max_memory, self.keep_loaded = max_memory, keep_loaded
@@ -45,7 +47,9 @@ class SanaEdgePipeline:
                                          model.max_sequence_length)
         self.scheduler_config = manifest.scheduler_config
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
-        self.sampler = Sampler(model, self.scheduler_config, self.session)  # Flow-DPM-Solver or Sprint's SCM
+        # Flow-DPM-Solver (single or split transformer graphs) or Sana-Sprint's SCM sampler
+        self.sampler = Sampler(model, self.scheduler_config, self.session,
+                               split=TRANSFORMER_STEP.name in manifest.components)
         self.denoiser = self.sampler.denoiser
         self.image_encoder = ImageEncoder(manifest, self.session)
         self._sessions: dict = {}
@@ -53,7 +57,7 @@ class SanaEdgePipeline:
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
-                    max_memory: int | None = None, keep_loaded: bool = False, **backend_options):
+                    max_memory: int | None = None, keep_loaded: bool | None = None, **backend_options):
         manifest = load_manifest(export_dir, verify=verify)
         return cls(manifest, get_backend(backend, manifest=manifest, **backend_options), max_memory, keep_loaded)
 
@@ -83,9 +87,13 @@ class SanaEdgePipeline:
         """The memory plan for one run at this size (see sana_edge.planner); `encode`: the run
         encodes an input image first."""
         budget = self.max_memory or self.backend.memory_budget()
+        sizes = self.backend.stage_bytes(self.manifest)
+        # Sessions kept from an earlier call are already in the memory in use: count them once.
+        component_bytes = sizes.bytes if hasattr(sizes, "bytes") else sizes
+        loaded = sum(int(component_bytes.get(name, 0)) for name in self._sessions)
         return plan_memory(
-            self.manifest.model, self.backend.stage_bytes(self.manifest), height, width, budget,
-            keep_loaded=self.keep_loaded, base=self.backend.memory_in_use(),
+            self.manifest.model, sizes, height, width, budget,
+            keep_loaded=self.keep_loaded, base=max(0, self.backend.memory_in_use() - loaded),
             max_tile=self.backend.max_decoder_tile(self.manifest), text_length=self.tokenizer.text_encoder_length,
             encode=encode,
         )
@@ -131,7 +139,8 @@ class SanaEdgePipeline:
         with PeakMemory(read) as peak:
             result = work()
             if not plan.keep_loaded:
-                self.release(name)
+                for component in STAGES[name]:
+                    self.release(component)
         timings[{DECODER.name: "decode", ENCODER.name: "encode"}.get(name, name)] = time.perf_counter() - start
         memory[name] = peak.peak
         return result
@@ -210,8 +219,6 @@ class SanaEdgePipeline:
         sample = self.sampler.initial(noise.initial, image_latents, schedule)
         latents = self._stage(TRANSFORMER.name, plan, timings, memory, lambda: self.sampler.run(
             sample, embeds, mask, schedule, guidance_scale, on_step, noise.step, hook))
-        if not plan.keep_loaded:
-            self.release(CONTROLNET.name)
         timings["denoise"] = timings.pop(TRANSFORMER.name)
         if output_type == "latent":
             return GenerationResult(None, latents, noise.seed, timings, memory, plan)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .components import COMPONENTS
+from .components import COMPONENTS, stage_of
 from .errors import UserError
 from .memory import format_bytes
 
@@ -69,6 +69,15 @@ def activation_bytes(stage: str, model, height_px: int, width_px: int, text_leng
     return COMPONENTS[stage].activation_bytes(model, height_px, width_px, text_length)
 
 
+def stage_totals(component_bytes: dict) -> dict:
+    """Component bytes summed per pipeline stage (the split transformer's two graphs are one stage)."""
+    totals: dict = {}
+    for component, size in component_bytes.items():
+        stage = stage_of(component)
+        totals[stage] = totals.get(stage, 0) + int(size)
+    return totals
+
+
 def _stage_needs(model, sizes: StageSizes, height: int, width: int, base: int, text_length: int):
     """(need per stage at this size, tiled need of a VAE stage as a function of (stage, tile)).
     A controlnet runs inside the transformer stage (both at every step), so its need joins it."""
@@ -76,11 +85,11 @@ def _stage_needs(model, sizes: StageSizes, height: int, width: int, base: int, t
     weights = dict(sizes.bytes)
     controlnet = weights.pop("controlnet", None)
     if sizes.engines:
-        need = {stage: base + int(b) for stage, b in weights.items()}
+        need = {stage: base + b for stage, b in stage_totals(weights).items()}
         if controlnet is not None:
             need["transformer"] += int(controlnet)
         return need, lambda stage, tile: need[stage]
-    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in weights.items()}
+    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in stage_totals(weights).items()}
     need["text_encoder"] += activation_bytes("text_encoder", model, height, width, text_length)
     if controlnet is None:
         need["transformer"] += activation_bytes("transformer", model, height, width)
@@ -117,15 +126,18 @@ def tile_candidates(latent_h: int, latent_w: int, max_tile: int | None, min_tile
     return ([None] if fits_whole else []) + tiles
 
 
-def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool = False,
+def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool | None = False,
                 base: int = 0, max_tile: int | None = None, text_length: int = 300, encode: bool = False) -> MemoryPlan:
     """Choose residency and decoder tile for a `height` x `width` px run within `budget` bytes.
 
     `weights`: stage -> bytes of its graph (or a backend's `StageSizes`); `base`: memory in use
     before any stage loads (the Python process on CPU, the CUDA context on GPU); `max_tile`: the
-    largest decoder input the engine's profile allows (latent positions), None when any size runs;
-    `encode`: the run encodes an input image first (its encoder tile is planned like the decoder's,
-    and the encoder stage counts only then). Raises UserError, before any work, when no plan fits the budget or the engine profile.
+    largest decoder input the engine's profile allows (latent positions), None when any size runs.
+    `keep_loaded`: True keeps every stage loaded when they fit (a note when not), False releases
+    each stage after it runs (the lowest peak: one image, nothing to reuse), None keeps them when
+    they fit. `encode`: the run encodes an input image first (its encoder tile is planned like the
+    decoder's, and the encoder stage counts only then). Raises UserError, before any work, when no
+    plan fits the budget or the engine profile.
     """
     sizes = weights if isinstance(weights, StageSizes) else StageSizes(dict(weights))
     factor = model.vae_scale_factor
@@ -155,14 +167,15 @@ def plan_memory(model, weights, height: int, width: int, budget: int, keep_loade
             raise UserError(_over_budget(label, tiled_need(stage, candidates[-1]), budget, sizes.engines, where))
         need[stage], tiles[stage] = tiled_need(stage, tile), tile
     plan = MemoryPlan(budget, False, tiles["vae_decoder"], need, base, encoder_tile=tiles.get("vae_encoder"))
-    if sizes.engines and not keep_loaded:
-        # Reloading an engine recompiles its kernels: keep them when they all fit, silently otherwise.
-        plan.keep_loaded = plan.resident_peak <= budget
-        return plan
-    if keep_loaded:
-        plan.keep_loaded = plan.resident_peak <= budget
-        resident = plan.resident_peak
-        if not plan.keep_loaded:
-            plan.notes.append(f"--keep-loaded ignored: all stages together need about {format_bytes(resident)}, "
-                              f"over the {format_bytes(budget)} budget")
+    fits = plan.resident_peak <= budget
+    if keep_loaded is None or sizes.engines:
+        # Default: keep every stage loaded across images when they all fit (session creation
+        # costs more than a small image's inference), release stage by stage otherwise. Engines
+        # always follow this rule: reloading one recompiles its kernels.
+        plan.keep_loaded = fits
+    elif keep_loaded:
+        plan.keep_loaded = fits
+        if not fits:
+            plan.notes.append(f"--keep-loaded ignored: all stages together need about "
+                              f"{format_bytes(plan.resident_peak)}, over the {format_bytes(budget)} budget")
     return plan

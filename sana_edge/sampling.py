@@ -17,6 +17,7 @@ import numpy as np
 
 from . import img2img
 from . import scm_scheduler as scm
+from .components import TRANSFORMER
 from .denoising import FlowDenoiser
 from .errors import UserError
 from .sprint import SprintDenoiser
@@ -70,10 +71,13 @@ class Noise:
 class Sampler:
     """The export's sampler: `schedule` (checks), `initial` (start sample), `run`."""
 
-    def __init__(self, model, scheduler_config: dict, session: Callable):
+    def __init__(self, model, scheduler_config: dict, session: Callable, split: bool = False):
         self.model = model
         self.sprint = model.sprint
-        self.denoiser = (SprintDenoiser if self.sprint else FlowDenoiser)(model, scheduler_config, session)
+        # Sprint exports hold the single transformer graph (the caption-K/V split does not cover
+        # the guidance embedding); Sana ones either form.
+        self.denoiser = (SprintDenoiser(model, scheduler_config, session) if self.sprint
+                         else FlowDenoiser(model, scheduler_config, session, split=split))
 
     def schedule(self, steps: int, negative_prompt: str | None = None, timesteps=None,
                  strength: float | None = None, step_noise=None) -> Schedule:
@@ -119,6 +123,14 @@ class Sampler:
             guidance = self.denoiser.guidance(guidance_scale, sample.shape[0])
             return self.denoiser.feeds(model_in, embeds, mask, scm_t, guidance)
         return self.denoiser.feeds(sample, embeds, mask, self.denoiser.timesteps(schedule.steps)[schedule.start + index])
+
+    def predict(self, sample, embeds, mask, schedule: Schedule, index: int, guidance_scale: float) -> np.ndarray:
+        """The transformer's raw output at step `index` for `sample`, through this export's graph(s)."""
+        if self.sprint:
+            feeds = self.step_feeds(sample, embeds, mask, schedule, index, guidance_scale)
+            return self.denoiser.transformer().run(feeds)[TRANSFORMER.output_names[0]]
+        timestep = self.denoiser.timesteps(schedule.steps)[schedule.start + index]
+        return self.denoiser.predict(sample, embeds, mask, timestep)
 
     def negative(self, negative_prompt: str, guidance_scale: float) -> str | None:
         """The negative prompt to encode: none for Sprint, none without CFG (guidance <= 1)."""

@@ -32,6 +32,9 @@ class SprintDenoiser:
         """TrigFlow times of a run of `steps` steps, from index `start` (image-to-image skips the first)."""
         return scm.scm_timesteps(self.config, steps, timesteps)[start:]
 
+    def transformer(self):
+        return self._session(TRANSFORMER.name)
+
     def guidance(self, guidance_scale: float, batch: int) -> np.ndarray:
         """The transformer's guidance input, as diffusers scales it (x guidance_embeds_scale)."""
         return np.full(batch, guidance_scale, np.float32) * np.float32(self.model.guidance_embeds_scale)
@@ -48,7 +51,7 @@ class SprintDenoiser:
         after step k (all but the last step); `on_step(done, total, sample)` after every step
         (the next sample, in the sampler's sigma_data scale, as diffusers' step callback sees it);
         `extra_feeds(feeds)` adds inputs (a controlnet's) to each transformer call."""
-        transformer = self._session(TRANSFORMER.name)
+        transformer = self.transformer()
         guidance = self.guidance(guidance_scale, sample.shape[0])
         total = len(timesteps) - 1
         x0 = sample

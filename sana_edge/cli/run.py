@@ -49,7 +49,9 @@ def run(
                                 "onnxruntime or tensorrt."),
     max_memory: Optional[str] = typer.Option(
         None, help="Memory budget, e.g. 8GB (default: what the device has); sets decoder tiling and residency."),
-    keep_loaded: bool = typer.Option(False, "--keep-loaded", help="Keep every stage loaded (when the budget allows)."),
+    keep_loaded: bool = typer.Option(
+        False, "--keep-loaded", help="Keep every stage loaded (when the budget allows); by default one image "
+                                     "releases each stage after use, for the lowest peak memory."),
 ):
     """Generate an image from a prompt with an exported model."""
     import numpy as np
