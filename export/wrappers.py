@@ -5,6 +5,7 @@ ONNX and what validation runs as the reference."""
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import torch
 
@@ -82,4 +83,5 @@ def torch_module(spec, pipe) -> torch.nn.Module:
     """The declared wrapper of `spec` (resolved for the model) around the pipeline's module, in eval mode."""
     module_name, _, class_name = spec.torch_wrapper.partition(":")
     wrapper = getattr(importlib.import_module(module_name), class_name)
-    return wrapper(pipe, spec).eval()
+    takes_spec = "spec" in inspect.signature(wrapper.__init__).parameters  # wrappers whose inputs vary by model
+    return (wrapper(pipe, spec) if takes_spec else wrapper(pipe)).eval()
