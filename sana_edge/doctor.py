@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import platform
 
@@ -14,18 +13,15 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _importable(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-        return True
-    except Exception:  # missing, or present but broken (e.g. no GPU driver)
-        return False
-
-
 def report() -> str:
     from . import __version__
 
-    lines = [f"sana-edge {__version__} on Python {platform.python_version()} ({platform.machine()})", "runtime:"]
+    from .cpu import cpu_features, fastest_precision
+
+    features = cpu_features()
+    lines = [f"sana-edge {__version__} on Python {platform.python_version()} ({platform.machine()})",
+             f"CPU: {features.describe()}; fastest precision here: {fastest_precision(features)} "
+             f"(`sana-edge export --precision auto` picks it)", "runtime:"]
     for package in ("numpy", "onnxruntime", "onnxruntime-gpu", "tokenizers", "pillow"):
         lines.append(f"  {package:<16} {_version(package)}")
     try:

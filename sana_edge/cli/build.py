@@ -41,7 +41,9 @@ def export(
         BUILTIN_NAME, help=f"diffusers-format SANA folder or hub id (default: the built-in {BUILTIN_NAME})."),
     out_dir: Optional[Path] = typer.Option(
         None, "-o", "--out", help="Export folder to create (default for the built-in model: where `run` looks)."),
-    precision: str = typer.Option("fp32", help="fp32, fp16, int8 (W8A8, calibrated) or int4 (weight-only)."),
+    precision: str = typer.Option(
+        "fp32", help="fp32, fp16, int8 (W8A8, calibrated), int4 (weight-only) or auto (the fastest on this CPU: "
+                     "int8 with VNNI/AMX, else fp32)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     target: Optional[str] = typer.Option(
         None, help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt (default: tensorrt with --backend tensorrt)."),
@@ -72,6 +74,11 @@ def export(
         out_dir = default_export_dir()
     if backend not in ("onnxruntime", "tensorrt"):
         raise UserError(f"unknown backend '{backend}'; choose onnxruntime or tensorrt")
+    if precision == "auto":
+        from ..cpu import cpu_features, fastest_precision
+
+        precision = fastest_precision()
+        make_console().print(f"precision auto: {precision} (CPU: {cpu_features().describe()})")
     # Light modules first: every option, the checkpoint and the output are checked before torch loads.
     require_extra("export", ("sana_edge.export.prepare", "sana_edge.quant.configs"))
     from ..export.prepare import ExportOptions, prepare

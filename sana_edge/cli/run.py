@@ -113,6 +113,12 @@ def _print_memory(console, pipe, result) -> None:
     console.print(result.plan.describe())
     for note in result.plan.notes:
         console.print(f"note: {note}")
+    if pipe.backend.name == "onnxruntime" and "CUDAExecutionProvider" not in getattr(pipe.backend, "providers", []):
+        from ..cpu import precision_advice
+
+        advice = precision_advice(pipe.manifest.precision)
+        if advice:
+            console.print(f"note: {advice}")
 
 
 @app.command()
