@@ -79,13 +79,17 @@ def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob
              "components": {n: {"file": COMPONENTS[n].file, "bytes": (stage / COMPONENTS[n].file).stat().st_size}
                             for n in job.components}}
     with _step(log, f"quantize to {job.options.precision} for target {job.target}"):
-        record = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target, job.recipe,
-                                 job.calibration, log, inspect=count_eps)
+        record, job.held_out = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target,
+                                               job.recipe, job.calibration, log, inspect=count_eps)
     for name, entry in record["components"].items():
         if "inspection" in entry:
             job.eps[name] = entry.pop("inspection")
             _check_eps(COMPONENTS[name], job.eps[name])
     return record
+
+
+def _held_out_references(pairs: list) -> list:
+    return [({"held_out_feed": index}, feed, outputs) for index, (feed, outputs) in enumerate(pairs)]
 
 
 def record_components(stage: Path, job: ExportJob, log) -> dict:
@@ -96,6 +100,13 @@ def record_components(stage: Path, job: ExportJob, log) -> dict:
         spec = COMPONENTS[name]
         if name in job.reports and not job.recipe[name].changes_graph:
             report = job.reports[name]  # e.g. the decoder of an int8 export: its fp32 graph is final
+        elif name in job.held_out:
+            # Calibrated graphs are judged on the inputs they will see (held-out sampler
+            # trajectories) against the fp32 graph validated above: random inputs fall outside
+            # the calibrated ranges (the DC-AE decoder's latents are not N(0, 1)).
+            with _step(log, f"validate {precision} {name} on held-out trajectories against the fp32 graph"):
+                report = validate_component(spec, stage / spec.file, _held_out_references(job.held_out[name]),
+                                            precision, reference="the fp32 graph")
         else:
             with _step(log, f"validate {precision} {name} with ONNX Runtime"):
                 report = validate_component(spec, stage / spec.file, job.references[name], precision)

@@ -44,6 +44,7 @@ class ExportJob:
     components: tuple = SPLIT_GRAPH  # which declared components this export holds
     references: dict = field(default_factory=dict)  # component -> PyTorch reference outputs
     reports: dict = field(default_factory=dict)  # component -> validation report of its fp32 graph
+    held_out: dict = field(default_factory=dict)  # calibrated component -> (feed, fp32 outputs) pairs
     eps: dict = field(default_factory=dict)  # component -> linear-attention eps constants
 
     @property

@@ -31,8 +31,10 @@ def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dic
     return references
 
 
-def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str) -> list[dict]:
-    """Run the graph on each reference; raise ExportValidationError outside tolerance."""
+def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str,
+                       reference: str = "PyTorch") -> list[dict]:
+    """Run the graph on each (binding, feeds, expected outputs); raise ExportValidationError outside
+    tolerance. `reference` names what produced the expected outputs."""
     from sana_edge.backends.onnxruntime_backend import OrtSession
 
     session = OrtSession(path, ["CPUExecutionProvider"])
@@ -44,14 +46,14 @@ def validate_component(spec: ComponentSpec, path: Path, references: list, precis
             ref, out = expected[name], got[name].astype(np.float32)
             finite = bool(np.isfinite(out).all())
             entry = {
-                "shape": binding, "output": name, "cosine": cosine(ref, out) if finite else float("nan"),
+                "shape": binding, "output": name, "reference": reference, "cosine": cosine(ref, out) if finite else float("nan"),
                 "max_abs_diff": float(np.max(np.abs(ref - out))) if finite else float("inf"),
                 "finite": finite,
             }
             report.append(entry)
             if not finite or not entry["cosine"] >= threshold:
                 raise ExportValidationError(
-                    f"{spec.name} ({precision}) disagrees with PyTorch at {binding}: cosine "
+                    f"{spec.name} ({precision}) disagrees with {reference} at {binding}: cosine "
                     f"{entry['cosine']:.6f} (need >= {threshold}), finite={finite}; "
                     "the export was not written; report this with the checkpoint config"
                 )

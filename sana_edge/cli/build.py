@@ -59,6 +59,9 @@ def export(
     block_size: int = typer.Option(128, help="int4/int8 weight-only block size."),
     text_encoder_bits: Optional[int] = typer.Option(
         None, help="Text encoder weight-only bits, 4 or 8 (default: 8 for int8, 4 for int4)."),
+    quantize_decoder: bool = typer.Option(
+        False, "--quantize-decoder", help="int8/int4: W8A8 on the DC-AE decoder too (calibrated on final latents; "
+                                          "see README for what it costs)."),
     backend: str = typer.Option("onnxruntime", help="onnxruntime (graphs only) or tensorrt (graphs + engines)."),
     min_size: int = typer.Option(512, help="TensorRT: smallest image side (px) the engines run."),
     opt_size: int = typer.Option(1024, help="TensorRT: image side (px) the engines are tuned for."),
@@ -92,7 +95,7 @@ def export(
     quant = QuantSettings(
         target=target or ("tensorrt" if backend == "tensorrt" else "ort"), block_size=block_size,
         keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP, smoothquant_alpha=smoothquant_alpha,
-        text_encoder_bits=text_encoder_bits,
+        text_encoder_bits=text_encoder_bits, quantize_decoder=quantize_decoder,
     )
     calibration = Calibration(prompts=calib_prompts, size=calib_size, steps=calib_steps,
                               resolution=calib_resolution, seed=calib_seed)
