@@ -73,6 +73,11 @@ class Manifest:
         return listed
 
     @property
+    def graph_format(self) -> str:
+        """"onnx", or "openvino" for the IR of a `--target openvino` export."""
+        return self.data.get("graph_format", "onnx")
+
+    @property
     def engines(self) -> dict:
         """The TensorRT engine record ({} when the export has no engines)."""
         return self.data.get("engines") or {}

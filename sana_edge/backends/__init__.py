@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
 
 def tensorrt_usable(manifest) -> bool:
@@ -15,16 +15,34 @@ def tensorrt_usable(manifest) -> bool:
     return bool(manifest is not None and manifest.engines) and bool(installed_flavors()) and gpu_available()
 
 
-def get_backend(name: str = "onnxruntime", manifest=None, **options):
-    """`auto` picks TensorRT when the export has engines and this machine can run them."""
+def resolve_backend(name: str, manifest=None) -> str:
+    """`auto`: OpenVINO for an OpenVINO IR export, TensorRT when the export has engines and this
+    machine can run them, ONNX Runtime otherwise. A backend that cannot read the export's graphs
+    is refused here, with the backend that can."""
+    openvino_ir = manifest is not None and manifest.graph_format == "openvino"
     if name == "auto":
-        name = "tensorrt" if tensorrt_usable(manifest) else "onnxruntime"
+        return "openvino" if openvino_ir else "tensorrt" if tensorrt_usable(manifest) else "onnxruntime"
+    if openvino_ir and name != "openvino":
+        raise UserError(f"export '{manifest.root}' holds OpenVINO IR (made with --target openvino), which {name} cannot "
+                        "run; pass --backend openvino (pip install 'sana-edge[openvino]')")
+    return name
+
+
+def get_backend(name: str = "onnxruntime", manifest=None, **options):
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    name = resolve_backend(name, manifest)
+    device = options.pop("device", None)
+    if device is not None and name != "openvino":
+        raise UserError(f"--device chooses an OpenVINO device; add --backend openvino (this run uses {name})")
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(**options)
-    if name == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
+    if name == "openvino":
+        from .openvino_backend import OpenVINOBackend
 
-        return TensorRTBackend(**options)
-    raise UserError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+        return OpenVINOBackend(device=device or "CPU", **options)
+    from .tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(**options)

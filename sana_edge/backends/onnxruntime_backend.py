@@ -57,6 +57,7 @@ class OrtSession:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    memory_kind = "RSS"  # what the planner and `run` report per stage
 
     def __init__(self, providers: list[str] | None = None, threads: int | None = None):
         self.providers = providers or default_providers()

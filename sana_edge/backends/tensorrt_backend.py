@@ -119,6 +119,7 @@ class TrtSession:
 
 class TensorRTBackend:
     name = "tensorrt"
+    memory_kind = "GPU memory"
 
     def __init__(self, flavor: str | None = None, cuda_graphs: bool = True):
         if not cuda_driver.gpu_available():
