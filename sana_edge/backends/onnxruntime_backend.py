@@ -55,7 +55,28 @@ class OrtSession:
         self._session = None
 
 
-class OnnxRuntimeBackend:
+class HostMemoryPlanning:
+    """The memory planner's answers for a backend whose sessions live in this process's memory
+    (ONNX Runtime CPU, OpenVINO): stage sizes from the manifest, RSS, available RAM."""
+
+    def stage_bytes(self, manifest) -> dict:
+        return {name: int(entry["bytes"]) for name, entry in manifest.components.items()}
+
+    def memory_in_use(self) -> int:
+        return current_rss()
+
+    def memory_budget(self) -> int:
+        """What this machine can give: available RAM plus what the process already holds."""
+        return available_ram() + current_rss()
+
+    def max_decoder_tile(self, manifest) -> int | None:
+        return None  # any decoder input size
+
+    def check_size(self, manifest, height: int, width: int) -> None:
+        return None
+
+
+class OnnxRuntimeBackend(HostMemoryPlanning):
     name = "onnxruntime"
     memory_kind = "RSS"  # what the planner and `run` report per stage
 
@@ -72,24 +93,6 @@ class OnnxRuntimeBackend:
         # tiles at 15.2 GiB peak against a 12 GiB plan; without it 6.4 GiB, but a 1536 px decode
         # took 87.5 s instead of 56.5 s (benchmarks/results/memory.md), so unbound runs keep it.
         return self.load(manifest.component_path(name), memory_arena=not low_memory)
-
-    # -- what the memory planner asks (sana_edge.planner) --------------------------------------
-
-    def stage_bytes(self, manifest) -> dict:
-        return {name: int(entry["bytes"]) for name, entry in manifest.components.items()}
-
-    def memory_in_use(self) -> int:
-        return current_rss()
-
-    def memory_budget(self) -> int:
-        """What this machine can give: available RAM plus what the process already holds."""
-        return available_ram() + current_rss()
-
-    def max_decoder_tile(self, manifest) -> int | None:
-        return None  # ONNX Runtime runs any decoder input size
-
-    def check_size(self, manifest, height: int, width: int) -> None:
-        return None
 
     def describe(self) -> str:
         import onnxruntime as ort

@@ -20,8 +20,7 @@ import numpy as np
 
 from ..components import COMPONENTS
 from ..errors import UserError
-from ..memory import current_rss
-from .onnxruntime_backend import available_ram
+from .onnxruntime_backend import HostMemoryPlanning
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 EXTRA_HINT = "install it with: pip install 'sana-edge[openvino]'"
@@ -88,7 +87,7 @@ class OpenVINOSession:
         self._request = self._compiled = None
 
 
-class OpenVINOBackend:
+class OpenVINOBackend(HostMemoryPlanning):
     name = "openvino"
     memory_kind = "RSS"  # CPU, and the shared memory of an integrated GPU or NPU
 
@@ -127,23 +126,6 @@ class OpenVINOBackend:
         # low_memory: OpenVINO's CPU plugin has no arena switch; the tiled decode itself bounds it.
         entry = manifest.components[name]
         return self.load(manifest.component_path(name), entry.get("sha256"), name)
-
-    # -- what the memory planner asks (sana_edge.planner) --------------------------------------
-
-    def stage_bytes(self, manifest) -> dict:
-        return {name: int(entry["bytes"]) for name, entry in manifest.components.items()}
-
-    def memory_in_use(self) -> int:
-        return current_rss()
-
-    def memory_budget(self) -> int:
-        return available_ram() + current_rss()
-
-    def max_decoder_tile(self, manifest) -> int | None:
-        return None
-
-    def check_size(self, manifest, height: int, width: int) -> None:
-        return None
 
     def describe(self) -> str:
         try:
