@@ -23,6 +23,7 @@ from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write
 
 from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, default_complex_human_instruction, load_sana_pipeline, resolve_checkpoint
 from .onnx_export import OPSET, as_fp16, count_eps, export_component, model_dims, torch_module
+from .source_configs import CONFIGS_DIR, write_source_configs
 from .validate import reference_outputs, validate_component
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
@@ -166,9 +167,10 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
         with stage("write tokenizer, scheduler config and manifest"):
             pipe.tokenizer.save_pretrained(stage_dir / "tokenizer")
             pipe.scheduler.save_config(stage_dir / "scheduler")
+            write_source_configs(stage_dir, pipe)  # for interop (sana-edge convert); the runtime never reads them
             files = {
                 str(p.relative_to(stage_dir)): sha256_file(p)
-                for folder in ("tokenizer", "scheduler") for p in sorted((stage_dir / folder).rglob("*")) if p.is_file()
+                for folder in ("tokenizer", "scheduler", CONFIGS_DIR) for p in sorted((stage_dir / folder).rglob("*")) if p.is_file()
             }
             manifest = {
                 "format_version": FORMAT_VERSION,

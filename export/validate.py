@@ -30,29 +30,35 @@ def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dic
     return references
 
 
-def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str) -> list[dict]:
-    """Run the graph on each reference; raise ExportValidationError outside tolerance."""
+def compare_outputs(spec: ComponentSpec, path: Path, references: list) -> list[dict]:
+    """Run the graph on each reference; one entry per (shape, output): cosine, max |diff|, finite."""
     from sana_edge.backends.onnxruntime_backend import OrtSession
 
     session = OrtSession(path, ["CPUExecutionProvider"])
-    threshold = spec.min_cosine[precision]
     report = []
     for binding, feeds, expected in references:
         got = session.run(feeds)
         for name in spec.output_names:
             ref, out = expected[name], got[name].astype(np.float32)
             finite = bool(np.isfinite(out).all())
-            entry = {
+            report.append({
                 "shape": binding, "output": name, "cosine": cosine(ref, out) if finite else float("nan"),
                 "max_abs_diff": float(np.max(np.abs(ref - out))) if finite else float("inf"),
                 "finite": finite,
-            }
-            report.append(entry)
-            if not finite or not entry["cosine"] >= threshold:
-                raise ExportValidationError(
-                    f"{spec.name} ({precision}) disagrees with PyTorch at {binding}: cosine "
-                    f"{entry['cosine']:.6f} (need >= {threshold}), finite={finite}; "
-                    "the export was not written; report this with the checkpoint config"
-                )
+            })
     session.close()
+    return report
+
+
+def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str) -> list[dict]:
+    """Run the graph on each reference; raise ExportValidationError outside tolerance."""
+    threshold = spec.min_cosine[precision]
+    report = compare_outputs(spec, path, references)
+    for entry in report:
+        if not entry["finite"] or not entry["cosine"] >= threshold:
+            raise ExportValidationError(
+                f"{spec.name} ({precision}) disagrees with PyTorch at {entry['shape']}: cosine "
+                f"{entry['cosine']:.6f} (need >= {threshold}), finite={entry['finite']}; "
+                "the export was not written; report this with the checkpoint config"
+            )
     return report
