@@ -69,13 +69,26 @@ def _port_name(port, declared: list[str]) -> str:
     return sorted(names)[0]
 
 
+def runtime_precisions(compiled) -> dict[str, int]:
+    """Matmul-like layers of a compiled model by the precision OpenVINO executes them in, e.g.
+    {"FullyConnected u8": 12, "FullyConnected f32": 4}: whether int8 graphs really run as int8."""
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str) if "layerType" in info else ""
+        if kind in ("FullyConnected", "MatMul", "Convolution", "GroupConvolution"):
+            key = f"{kind} {info['runtimePrecision'].astype(str) if 'runtimePrecision' in info else '?'}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 class OpenVINOSession:
     def __init__(self, compiled, component: str | None = None):
         spec = COMPONENTS.get(component) if component else None
         self.input_names = [_port_name(p, spec.input_names if spec else []) for p in compiled.inputs]
         self._outputs = {_port_name(p, spec.output_names if spec else []): p for p in compiled.outputs}
         self.output_names = list(self._outputs)
-        self._compiled = compiled
+        self.compiled = compiled
         self._request = compiled.create_infer_request()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -84,7 +97,7 @@ class OpenVINOSession:
         return {name: np.array(results[port]) for name, port in self._outputs.items()}
 
     def close(self) -> None:
-        self._request = self._compiled = None
+        self._request = self.compiled = None
 
 
 class OpenVINOBackend(HostMemoryPlanning):

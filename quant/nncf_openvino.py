@@ -1,0 +1,155 @@
+"""NNCF, OpenVINO's quantizer, on sana-edge's graphs: `sana-edge export --target openvino`.
+
+Configs are small frozen dataclasses, one handler registered per config type; a recipe maps each
+component to a config (as the ONNX recipes do). Measured on these machines (FIELD_NOTES.md):
+- `nncf.quantize(model_type=TRANSFORMER)` with the keep-float declaration as ignored scope
+  reaches sana-edge's own W8A8 accuracy (cosine 0.9999 on ONNX; without TRANSFORMER: 0.987).
+- Several of nncf's ONNX weight-compression outputs are graphs ONNX Runtime refuses (1x1 Conv
+  per-axis scales, INT4_ASYM zero points, AWQ / scale estimation), so for the ORT target nncf is
+  a reference. On OpenVINO IR all of them run: that is where these configs are applied.
+The handlers take and return an `openvino.Model` (or an `onnx.ModelProto`, for the ONNX
+comparison row of the benchmark): nncf dispatches on the model type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sana_edge.errors import UserError
+
+from .recipes import DEFAULT_KEEP_FP, TEXT_ENCODER_KEEP_FP
+
+
+@dataclass(frozen=True)
+class NncfQuantize:
+    """W8A8: nncf.quantize with the transformer model type (SmoothQuant, fast bias correction),
+    8-bit activation scales from calibration; `keep_fp` nodes (regexes) stay in float."""
+
+    keep_fp: tuple[str, ...] = DEFAULT_KEEP_FP
+    needs_calibration = True
+
+
+@dataclass(frozen=True)
+class NncfCompressWeights:
+    """Weight-only: nncf.compress_weights in `mode` (int4_sym with `group_size`, or int8_sym /
+    int8_asym per output channel); `keep_fp` nodes (regexes) stay in float."""
+
+    mode: str = "int4_sym"
+    group_size: int = 128
+    keep_fp: tuple[str, ...] = ()
+    needs_calibration = False
+
+
+@dataclass(frozen=True)
+class NncfKeepFloat:
+    """The graph converted as is (OpenVINO IR of the fp32 or fp16 ONNX graph)."""
+
+    needs_calibration = False
+
+
+MODES = ("int4_sym", "int8_sym", "int8_asym")
+_HANDLERS: dict[type, Callable] = {}
+
+
+def register_handler(config_type: type):
+    """Decorator: `handler(model, config, feeds) -> (model, stats dict)`."""
+
+    def register(handler: Callable) -> Callable:
+        _HANDLERS[config_type] = handler
+        return handler
+
+    return register
+
+
+def config_record(config) -> dict:
+    return {"type": type(config).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
+
+
+def openvino_recipe(precision: str, block_size: int = 128, keep_fp: tuple[str, ...] = DEFAULT_KEEP_FP,
+                    text_encoder_bits: int | None = None) -> dict:
+    """component -> config for `--target openvino --precision P`. The text encoder gets 8-bit
+    weights unless --text-encoder-bits 4 says otherwise (int4 erased the shapes model's caption
+    signal in its random Gemma; an 8-bit text encoder costs little: README)."""
+    if precision in ("fp32", "fp16"):
+        return {c: NncfKeepFloat() for c in ("text_encoder", "transformer", "vae_decoder")}
+    text_encoder = (NncfCompressWeights("int4_sym", block_size, TEXT_ENCODER_KEEP_FP) if text_encoder_bits == 4
+                    else NncfCompressWeights("int8_sym", -1, TEXT_ENCODER_KEEP_FP))
+    transformer = NncfQuantize(keep_fp) if precision == "int8" else NncfCompressWeights("int4_sym", block_size, keep_fp)
+    return {"text_encoder": text_encoder, "transformer": transformer, "vae_decoder": NncfKeepFloat()}
+
+
+def node_names(model) -> list[str]:
+    """Node names as nncf sees them: OpenVINO friendly names (the ONNX node names, sometimes with
+    a suffix such as '/WithoutBiases') or ONNX node names."""
+    if hasattr(model, "get_ops"):
+        return [op.get_friendly_name() for op in model.get_ops()]
+    return [node.name for node in model.graph.node]
+
+
+def ignored_scope(model, patterns: tuple[str, ...]):
+    """Ignore the nodes any pattern finds anywhere in the name (re.search, as the ONNX recipes
+    match them; nncf's own `patterns` anchor at the start), by exact name."""
+    import nncf
+
+    compiled = [re.compile(p) for p in patterns]
+    names = [n for n in node_names(model) if any(p.search(n) for p in compiled)]
+    return nncf.IgnoredScope(names=names, validate=False), len(names)
+
+
+@register_handler(NncfKeepFloat)
+def keep_float(model, config, feeds):
+    return model, {"method": "none"}
+
+
+@register_handler(NncfQuantize)
+def nncf_quantize(model, config: NncfQuantize, feeds):
+    import nncf
+
+    if not feeds:
+        raise UserError("nncf.quantize needs calibration feeds; none were recorded")
+    scope, ignored = ignored_scope(model, config.keep_fp)
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                              ignored_scope=scope, subset_size=len(feeds))
+    return quantized, {"method": "nncf.quantize", "model_type": "transformer", "calibration_samples": len(feeds),
+                       "ignored_nodes": ignored}
+
+
+@register_handler(NncfCompressWeights)
+def nncf_compress_weights(model, config: NncfCompressWeights, feeds):
+    import nncf
+
+    if config.mode not in MODES:
+        raise UserError(f"unknown weight compression mode '{config.mode}'; choose one of {', '.join(MODES)}")
+    scope, ignored = ignored_scope(model, config.keep_fp)
+    mode = getattr(nncf.CompressWeightsMode, config.mode.upper())
+    options = {"group_size": config.group_size, "ratio": 1.0} if config.mode.startswith("int4") else {}
+    compressed = nncf.compress_weights(model, mode=mode, ignored_scope=scope, **options)
+    return compressed, {"method": "nncf.compress_weights", "mode": config.mode,
+                        "group_size": config.group_size if config.mode.startswith("int4") else None,
+                        "ignored_nodes": ignored}
+
+
+def apply(model, config, feeds=None):
+    try:
+        handler = _HANDLERS[type(config)]
+    except KeyError:
+        raise UserError(f"no NNCF handler is registered for {type(config).__name__}") from None
+    return handler(model, config, feeds)
+
+
+def onnx_to_ir(onnx_path: Path, ir_path: Path, config, feeds=None) -> dict:
+    """Read the ONNX graph with OpenVINO, apply `config`, save the IR (`.xml` + `.bin`, float
+    weights kept as they are: save_model would otherwise compress them to fp16)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx_path))
+    model, stats = apply(model, config, feeds)
+    ov.save_model(model, str(ir_path), compress_to_fp16=False)
+    return {**config_record(config), **stats}
+
+
+def ir_files(xml_path: Path) -> list[Path]:
+    return [xml_path, xml_path.with_suffix(".bin")]
