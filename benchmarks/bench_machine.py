@@ -28,6 +28,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_isa() -> list[str]:
+    """The vector ISA extensions that decide which kernels (and so which precision) win here:
+    int8 beats fp32 on VNNI / AMX, bf16 needs AVX-512 bf16 or AMX."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def load_average() -> float | None:
+    """1-minute load average: other work on a shared machine shows up here, next to the figures."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def gpu_model() -> str | None:
     """The first NVIDIA GPU's name, without importing torch (nvidia-smi), or None."""
     import shutil
@@ -112,6 +136,7 @@ def ort_gemm_rates(threads: int, n: int = GEMM_N, repeats: int = 5) -> dict:
 def describe(threads: int) -> dict:
     return {
         "cpu": cpu_model(),
+        "isa": cpu_isa(),
         "cores": os.cpu_count(),
         "threads": threads,
         "gpu": gpu_model(),

@@ -100,44 +100,53 @@ def ignored_scope(model, patterns: tuple[str, ...]):
 
 
 @register_handler(NncfKeepFloat)
-def keep_float(model, config, feeds):
+def keep_float(model, config, feeds, backend_params=None):
     return model, {"method": "none"}
 
 
 @register_handler(NncfQuantize)
-def nncf_quantize(model, config: NncfQuantize, feeds):
+def nncf_quantize(model, config: NncfQuantize, feeds, backend_params=None):
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     if not feeds:
         raise UserError("nncf.quantize needs calibration feeds; none were recorded")
     scope, ignored = ignored_scope(model, config.keep_fp)
+    advanced = AdvancedQuantizationParameters(backend_params=backend_params) if backend_params else None
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                              ignored_scope=scope, subset_size=len(feeds))
+                              ignored_scope=scope, subset_size=len(feeds), advanced_parameters=advanced)
     return quantized, {"method": "nncf.quantize", "model_type": "transformer", "calibration_samples": len(feeds),
-                       "ignored_nodes": ignored}
+                       "ignored_scope_nodes": ignored}
 
 
 @register_handler(NncfCompressWeights)
-def nncf_compress_weights(model, config: NncfCompressWeights, feeds):
+def nncf_compress_weights(model, config: NncfCompressWeights, feeds, backend_params=None):
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
 
     if config.mode not in MODES:
         raise UserError(f"unknown weight compression mode '{config.mode}'; choose one of {', '.join(MODES)}")
     scope, ignored = ignored_scope(model, config.keep_fp)
     mode = getattr(nncf.CompressWeightsMode, config.mode.upper())
-    options = {"group_size": config.group_size, "ratio": 1.0} if config.mode.startswith("int4") else {}
+    options, advanced = {}, {"backend_params": backend_params or {}}
+    if config.mode.startswith("int4"):
+        options = {"group_size": config.group_size, "ratio": 1.0}
+        # A layer narrower than the group (small models) gets the largest power-of-two group that
+        # divides it instead of failing the export.
+        advanced.update(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=16)
+    options["advanced_parameters"] = AdvancedCompressionParameters(**advanced)
     compressed = nncf.compress_weights(model, mode=mode, ignored_scope=scope, **options)
     return compressed, {"method": "nncf.compress_weights", "mode": config.mode,
                         "group_size": config.group_size if config.mode.startswith("int4") else None,
-                        "ignored_nodes": ignored}
+                        "ignored_scope_nodes": ignored}
 
 
-def apply(model, config, feeds=None):
+def apply(model, config, feeds=None, backend_params=None):
     try:
         handler = _HANDLERS[type(config)]
     except KeyError:
         raise UserError(f"no NNCF handler is registered for {type(config).__name__}") from None
-    return handler(model, config, feeds)
+    return handler(model, config, feeds, backend_params)
 
 
 def onnx_to_ir(onnx_path: Path, ir_path: Path, config, feeds=None) -> dict:
@@ -148,6 +157,25 @@ def onnx_to_ir(onnx_path: Path, ir_path: Path, config, feeds=None) -> dict:
     model = ov.Core().read_model(str(onnx_path))
     model, stats = apply(model, config, feeds)
     ov.save_model(model, str(ir_path), compress_to_fp16=False)
+    return {**config_record(config), **stats}
+
+
+def onnx_to_onnx(onnx_path: Path, out_path: Path, config, feeds=None) -> dict:
+    """nncf on the ONNX graph itself, for ONNX Runtime (the benchmark's nncf-int8 row). Weights
+    over 2 GB stay in their external data file while nncf works (its EXTERNAL_DATA_DIR)."""
+    import onnx
+    from nncf.onnx.quantization.backend_parameters import BackendParameters
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    from sana_edge.export.onnx_export import save_model
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    external = any(uses_external_data(t) for t in model.graph.initializer)
+    params = {BackendParameters.EXTERNAL_DATA_DIR: str(onnx_path.parent.resolve())} if external else None
+    model, stats = apply(model, config, feeds, params)
+    if external:  # the weights nncf left untouched still point at the source's data file
+        load_external_data_for_model(model, str(onnx_path.parent))
+    save_model(model, out_path)
     return {**config_record(config), **stats}
 
 

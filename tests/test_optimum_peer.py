@@ -66,3 +66,18 @@ def test_optimum_loads_and_runs_a_converted_export(optimum_python, tiny_export, 
     image = _optimum_image(optimum_python, tmp_path / "converted", latents_file, tmp_path / "c.png")
     assert image.std() > 1
     assert np.abs(image - _sana_edge_image(tiny_export, latents_file)).max() <= 2
+
+
+def test_quick_benchmark_with_every_peer_row(tmp_path):
+    """The peers' rows end to end on the tiny model: optimum's worker in its own venv, diffusers
+    bf16, the nncf ONNX row and OpenVINO on sana-edge's QDQ int8 graphs."""
+    from benchmarks.latency import main
+
+    backends = ["torch-fp32", "torch-bf16", "optimum-fp32", "ort-fp32", "nncf-int8", "ov-qdq-int8"]
+    result = main(["--quick", "--backends", ",".join(backends), "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
+    assert all(entry["error"] is None and entry["output_finite"] for entry in result["measurements"])
+    rows = result["summary"]["512"]
+    assert all(rows[b]["total_s"] > 0 for b in backends)
+    assert "optimum venv" in result["versions"]
+    qdq = next(e for e in result["measurements"] if e["backend"] == "ov-qdq-int8" and e["stage"] == "step")
+    assert any(k.endswith((" u8", " i8")) for k in qdq["runtime_precisions"])  # OpenVINO runs the QDQ graph as int8
