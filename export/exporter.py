@@ -187,7 +187,14 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
                 "components": components,
             }
             write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
-        if quant_options:
+        if options.quant is not None and options.quant.target == "openvino":  # IR in place of the ONNX graphs
+            from sana_edge.quant.openvino_export import export_openvino
+
+            with stage(f"OpenVINO IR ({options.precision}{', NNCF' if quant_options else ''})"):
+                manifest["quantization"] = export_openvino(stage_dir, manifest, options.precision, options.quant,
+                                                           all_references, log)
+            write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
+        elif quant_options:
             from sana_edge.quant.apply import quantize_export
 
             with stage(f"quantize to {options.precision} for target {quant_options.target}"):

@@ -30,11 +30,12 @@ def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dic
     return references
 
 
-def compare_outputs(spec: ComponentSpec, path: Path, references: list) -> list[dict]:
-    """Run the graph on each reference; one entry per (shape, output): cosine, max |diff|, finite."""
+def compare_outputs(spec: ComponentSpec, path: Path, references: list, session=None) -> list[dict]:
+    """Run the graph on each reference; one entry per (shape, output): cosine, max |diff|, finite.
+    `session`: a loaded backend session (OpenVINO IR); default an ONNX Runtime CPU session."""
     from sana_edge.backends.onnxruntime_backend import OrtSession
 
-    session = OrtSession(path, ["CPUExecutionProvider"])
+    session = session or OrtSession(path, ["CPUExecutionProvider"])
     report = []
     for binding, feeds, expected in references:
         got = session.run(feeds)
@@ -50,10 +51,10 @@ def compare_outputs(spec: ComponentSpec, path: Path, references: list) -> list[d
     return report
 
 
-def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str) -> list[dict]:
+def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str, session=None) -> list[dict]:
     """Run the graph on each reference; raise ExportValidationError outside tolerance."""
     threshold = spec.min_cosine[precision]
-    report = compare_outputs(spec, path, references)
+    report = compare_outputs(spec, path, references, session)
     for entry in report:
         if not entry["finite"] or not entry["cosine"] >= threshold:
             raise ExportValidationError(

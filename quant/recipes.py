@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sana_edge.errors import UserError
 
-TARGETS = ("ort", "tensorrt")
+TARGETS = ("ort", "tensorrt", "openvino")  # openvino: NNCF on OpenVINO IR (quant/openvino_export.py)
 
 # Transformer nodes kept in floating point by default (regexes on ONNX node names). The SANA paper
 # keeps normalisation, the linear-attention math and the cross-attention K/V projections in
@@ -94,6 +94,7 @@ RECIPES = {"int8": Int8Recipe(), "int4": Int4Recipe()}
 TARGET_PRECISIONS = {
     "ort": ("fp32", "fp16", "int8", "int4"),
     "tensorrt": ("fp32", "fp16", "int8", "int4"),
+    "openvino": ("fp32", "fp16", "int8", "int4"),
 }
 
 

@@ -28,6 +28,12 @@ def resolve_backend(name: str, manifest=None) -> str:
     return name
 
 
+def graph_backend(manifest) -> str:
+    """The backend that runs the export's graphs as written, without engines: ONNX Runtime for
+    ONNX, OpenVINO for IR (what `sana-edge eval` compares, whatever the machine has)."""
+    return "openvino" if manifest.graph_format == "openvino" else "onnxruntime"
+
+
 def get_backend(name: str = "onnxruntime", manifest=None, **options):
     if name not in BACKENDS:
         raise UserError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")

@@ -10,7 +10,7 @@ import typer
 
 from ..default_model import BUILTIN_NAME, default_export_dir, is_builtin
 from ..errors import UserError
-from .app import app, require_export_extra
+from .app import app, require_export_extra, require_extra
 from .app import console as make_console
 
 
@@ -44,7 +44,8 @@ def export(
     precision: str = typer.Option("fp32", help="fp32, fp16, int8 (W8A8, calibrated) or int4 (weight-only)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     target: Optional[str] = typer.Option(
-        None, help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt (default: tensorrt with --backend tensorrt)."),
+        None, help="Graph flavour: ort (ONNX Runtime), tensorrt (default with --backend tensorrt) or openvino "
+        "(OpenVINO IR, int8/int4 by NNCF; needs sana-edge[nncf])."),
     calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
     calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
     calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
@@ -71,6 +72,13 @@ def export(
             raise UserError(f"pass the export folder to create with -o DIR (e.g. -o {Path(checkpoint).name or 'sana'}-onnx)")
         out_dir = default_export_dir()
     require_export_extra()
+    if target == "openvino":
+        if backend == "tensorrt":
+            raise UserError("--target openvino writes OpenVINO IR, which TensorRT cannot build from; drop one of them")
+        if precision in ("int8", "int4"):
+            require_extra("nncf", ("openvino", "nncf"))
+        else:
+            require_extra("openvino", ("openvino",))
     from ..export.exporter import ExportOptions, export_checkpoint
     from ..quant.recipes import DEFAULT_KEEP_FP, QuantOptions
 
