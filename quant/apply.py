@@ -140,17 +140,6 @@ METHODS: dict[str, Callable] = {
 }
 
 
-def calibrate(stage_dir: Path, options: QuantOptions, base_size: int, log: Callable[[str], None] = print):
-    """(feeds per component recorded along real sampler trajectories, the calibration set's sha256)."""
-    prompts = read_prompts(options.calib_prompts)[: options.calib_size]
-    # The model's own size up to 512 px (cost): calibrating a 128 px model at half size (2x2
-    # latents) cost it 4.7 task-score points; at 128 px int8 matched fp32 (shapes_score).
-    resolution = options.calib_resolution or max(32, min(base_size, CALIB_MAX_RESOLUTION) // 32 * 32)
-    log(f"... calibrating on {len(prompts)} prompts x {options.calib_steps} steps at {resolution} px")
-    feeds = collect(stage_dir, prompts, options.calib_steps, resolution, options.seed, log=log)
-    return feeds, calibration_hash(prompts, options.calib_steps, resolution, options.seed)
-
-
 def quantize_export(stage_dir: Path, precision: str, options: QuantOptions, base_size: int,
                     log: Callable[[str], None] = print) -> dict:
     """Quantize the fp32 graphs in `stage_dir` (an export being written) according to the recipe
@@ -158,7 +147,15 @@ def quantize_export(stage_dir: Path, precision: str, options: QuantOptions, base
     options.check()
     check_target(precision, options.target)
     recipe = recipe_for(precision)
-    feeds, digest = calibrate(stage_dir, options, base_size, log) if recipe.needs_calibration else ({}, None)
+    feeds, digest = {}, None
+    if recipe.needs_calibration:
+        prompts = read_prompts(options.calib_prompts)[: options.calib_size]
+        # The model's own size up to 512 px (cost): calibrating a 128 px model at half size (2x2
+        # latents) cost it 4.7 task-score points; at 128 px int8 matched fp32 (shapes_score).
+        resolution = options.calib_resolution or max(32, min(base_size, CALIB_MAX_RESOLUTION) // 32 * 32)
+        log(f"... calibrating on {len(prompts)} prompts x {options.calib_steps} steps at {resolution} px")
+        feeds = collect(stage_dir, prompts, options.calib_steps, resolution, options.seed, log=log)
+        digest = calibration_hash(prompts, options.calib_steps, resolution, options.seed)
     per_component = {}
     for component in ("transformer", "text_encoder", "vae_decoder"):
         method = component_method(recipe, options, component)

@@ -25,14 +25,13 @@ def read_prompts(path: Path | None) -> list[str]:
 
 
 class _Recorder:
-    """Wraps a backend session and keeps a copy of every feed dict it runs in `feeds` (shared by
-    every session of the component: the pipeline releases and reloads stages between runs)."""
+    """Wraps a backend session and keeps a copy of every feed dict it runs."""
 
-    def __init__(self, session, feeds: list):
+    def __init__(self, session):
         self.session = session
         self.input_names = session.input_names
         self.output_names = session.output_names
-        self.feeds = feeds
+        self.feeds: list[dict] = []
 
     def run(self, feeds):
         self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
@@ -47,15 +46,14 @@ def collect(export_dir: Path, prompts: list[str], steps: int, resolution: int, s
     from sana_edge.pipeline import SanaEdgePipeline
 
     pipe = SanaEdgePipeline.from_export(export_dir, verify=False)
-    feeds = {name: [] for name in ("text_encoder", "transformer", "vae_decoder")}
-    load = pipe.backend.load_component
-    # Every session the pipeline loads records into the component's list: stages are released
-    # after each run, so a recorder on the first session alone kept only the first trajectory.
-    pipe.backend.load_component = lambda manifest, name, low_memory=False: _Recorder(load(manifest, name, low_memory), feeds[name])
+    recorders = {}
+    for name in ("text_encoder", "transformer", "vae_decoder"):
+        recorders[name] = _Recorder(pipe.session(name))
+        pipe._sessions[name] = recorders[name]
     for index, prompt in enumerate(prompts):
         pipe.generate(prompt, height=resolution, width=resolution, steps=steps, seed=seed + index)
         log(f"    calibration trajectory {index + 1}/{len(prompts)}: {prompt[:60]}")
-    return feeds
+    return {name: recorder.feeds for name, recorder in recorders.items()}
 
 
 def calibration_hash(prompts: list[str], steps: int, resolution: int, seed: int) -> str:

@@ -54,6 +54,44 @@ def _ir_entry(onnx_entry: dict, xml: Path, report: list[dict]) -> dict:
     return entry
 
 
+def calibration_feeds(stage: Path, options: QuantOptions, base_size: int, log: Callable[[str], None] = print):
+    """({"transformer": feeds}, calibration sha256): the transformer's inputs at every step of real
+    Flow-DPM-Solver trajectories with CFG over the calibration prompts, run on the staged fp32
+    graphs: the prompts, seeds, steps and resolution of the ORT int8 path. Each session the
+    pipeline loads records into one list (stages are released between runs)."""
+    from sana_edge.pipeline import SanaEdgePipeline
+
+    from .apply import CALIB_MAX_RESOLUTION
+    from .calibration import calibration_hash, read_prompts
+
+    prompts = read_prompts(options.calib_prompts)[: options.calib_size]
+    resolution = options.calib_resolution or max(32, min(base_size, CALIB_MAX_RESOLUTION) // 32 * 32)
+    log(f"... calibrating on {len(prompts)} prompts x {options.calib_steps} steps at {resolution} px")
+    pipe = SanaEdgePipeline.from_export(stage, verify=False)
+    recorded: list[dict] = []
+    load = pipe.backend.load_component
+    pipe.backend.load_component = lambda manifest, name, low_memory=False: (
+        _Recording(load(manifest, name, low_memory), recorded) if name == "transformer" else load(manifest, name, low_memory))
+    for index, prompt in enumerate(prompts):
+        pipe.generate(prompt, height=resolution, width=resolution, steps=options.calib_steps, seed=options.seed + index)
+    return {"transformer": recorded}, calibration_hash(prompts, options.calib_steps, resolution, options.seed)
+
+
+class _Recording:
+    """A session that keeps a copy of every feed dict it runs."""
+
+    def __init__(self, session, feeds: list):
+        self.session, self.feeds = session, feeds
+        self.input_names, self.output_names = session.input_names, session.output_names
+
+    def run(self, feeds):
+        self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.session.run(feeds)
+
+    def close(self):
+        self.session.close()
+
+
 def export_openvino(stage: Path, manifest: dict, precision: str, options: QuantOptions, references: dict,
                     log: Callable[[str], None] = print) -> dict:
     """Convert (and for int8/int4 quantize) every component of the staged export to IR, validate
@@ -61,14 +99,12 @@ def export_openvino(stage: Path, manifest: dict, precision: str, options: QuantO
     from sana_edge.backends.openvino_backend import OpenVINOBackend
     from sana_edge.export.validate import validate_component
 
-    from .apply import calibrate
-
     logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-step INFO lines drown the export's own
     recipe = openvino_recipe(precision, options.block_size, options.keep_fp, options.text_encoder_bits)
     feeds, digest = {}, None
     if any(config.needs_calibration for config in recipe.values()):
         base = manifest["model"]["sample_size"] * manifest["model"]["vae_scale_factor"]
-        feeds, digest = calibrate(stage, options, base, log)
+        feeds, digest = calibration_feeds(stage, options, base, log)
     backend = OpenVINOBackend(cache=False)
     records = {}
     for name, config in recipe.items():

@@ -122,3 +122,13 @@ def test_target_openvino_bad_combinations(capsys, tiny_checkpoint, tmp_path, mon
     _one_line_error(capsys, ["export", tiny_checkpoint, "-o", out, "--target", "openvino", "--precision", "int8"],
                     "pip install 'sana-edge[nncf]'")
     assert not out.exists()
+
+
+def test_calibration_records_every_trajectory_and_step(tiny_export):
+    from sana_edge.quant.openvino_export import calibration_feeds
+    from sana_edge.quant.recipes import QuantOptions
+
+    feeds, digest = calibration_feeds(tiny_export, QuantOptions(calib_size=3, calib_steps=2), 64, log=lambda _: None)
+    transformer = feeds["transformer"]
+    assert len(transformer) == 3 * 2 and digest  # prompts x steps, though the pipeline reloads stages
+    assert not np.array_equal(transformer[0]["latents"], transformer[-1]["latents"])
