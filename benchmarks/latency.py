@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from sana_edge.backends import nvml
 
 from . import bench_machine
 from .bench_backends import BACKENDS, graph_kinds, job_graph, worker_python
@@ -99,24 +100,39 @@ class Worker:
             self.proc.wait()
 
 
+GPU_WORKER_HOST_BYTES = 2 * 2**30  # what a GPU worker still holds in host RAM (interpreter, CUDA libraries)
+
+
 def _estimate_bytes(job: dict, params: dict) -> float:
-    """Rough peak of one worker, used only to decide whether workers may stay loaded together."""
+    """Rough peak of one worker (on its device), used only to decide whether workers may stay loaded together."""
+    weight_bytes = 2 if job["precision"] in ("fp16", "bf16") else 4
     graph = Path(job.get("graph") or "")
     if graph.is_dir():  # optimum's folder: its one component's graph
         weights = sum(f.stat().st_size for f in graph.rglob("model.onnx*"))
     else:
-        weights = graph_bytes(graph) if job.get("graph") else 4 * params.get(COMPONENT_OF[job["stage"]], 0)
+        weights = graph_bytes(graph) if job.get("graph") else weight_bytes * params.get(COMPONENT_OF[job["stage"]], 0)
     activations = 4e3 * job["size"] ** 2 if job["stage"] == "decode" else 5e8  # DC-AE: ~3.7 GB at 1024 px
     return 1.25 * weights + activations
+
+
+def fit_together(jobs: dict[str, dict], params: dict, host_available: float, gpu_free: float | None) -> bool:
+    """Whether every worker fits loaded at once: CPU workers in host RAM, GPU workers in GPU memory."""
+    on_gpu = [j for j in jobs.values() if j.get("device") == "cuda"]
+    host = sum(_estimate_bytes(j, params) for j in jobs.values() if j.get("device") != "cuda")
+    host += GPU_WORKER_HOST_BYTES * len(on_gpu)
+    gpu = sum(_estimate_bytes(j, params) for j in on_gpu)
+    return host < 0.6 * host_available and (not on_gpu or (gpu_free is not None and gpu < 0.6 * gpu_free))
 
 
 def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
     """Interleaved repeats of one (stage, size) over the given backends; one entry per backend."""
     available = (bench_machine.mem_available_gb() or 0) * 2**30
-    together = not args.isolate and sum(_estimate_bytes(j, params) for j in jobs.values()) < 0.6 * available
+    gpu = nvml.device_memory() if any(j.get("device") == "cuda" for j in jobs.values()) else None
+    together = not args.isolate and fit_together(jobs, params, available, gpu[1] if gpu else None)
     mode = "interleaved runs" if together else "interleaved rounds (one worker at a time)"
     log(f"{next(iter(jobs.values()))['stage']} {next(iter(jobs.values()))['size'] or ''}: {', '.join(jobs)}; "
-        f"{available / 2**30:.1f} GB available -> {mode}")
+        f"{available / 2**30:.1f} GB available" + (f", {gpu[1] / 2**30:.1f} GB free on the GPU" if gpu else "")
+        + f" -> {mode}")
     times = {b: [] for b in jobs}
     load_before = bench_machine.load_average()
     info = {b: {"mode": mode, "load_s": [], "peak_rss_mb": None, "error": None} for b in jobs}

@@ -26,7 +26,7 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "int4-te4", "ov-int8", "ov-int4")
-# Export variants beyond the plain precisions: name -> (precision, QuantOptions overrides).
+# Export variants beyond the plain precisions: name -> (precision, QuantSettings overrides).
 # The shipped model asks for an 8-bit text encoder at int4 (sana_edge_quantization.json);
 # int4-te4 forces the recipe's all-int4 to show why. ov-*: `--target openvino` (NNCF on
 # OpenVINO IR, run by OpenVINO).
@@ -45,14 +45,14 @@ def held_out_captions(count: int) -> list[str]:
 def export_all(precisions, work: Path, log) -> dict[str, Path]:
     from sana_edge.default_model import BUILTIN_NAME
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
-    from sana_edge.quant.recipes import QuantOptions
+    from sana_edge.quant.configs import QuantSettings
 
     exports = {}
     for precision in precisions:
         out = work / precision
         start = time.perf_counter()
         base, overrides = VARIANTS.get(precision, (precision, {}))
-        options = ExportOptions(BUILTIN_NAME, out, precision=base, force=True, quant=QuantOptions(**overrides) if overrides else None)
+        options = ExportOptions(BUILTIN_NAME, out, precision=base, force=True, quant=QuantSettings(**overrides) if overrides else None)
         export_checkpoint(options, log=lambda _: None)
         log(f"exported {precision} in {time.perf_counter() - start:.1f}s")
         exports[precision] = out

@@ -26,7 +26,6 @@ import numpy as np
 from sana_edge import __version__
 from sana_edge.components import COMPONENTS, sample_inputs
 from sana_edge.errors import UserError
-from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 
 from .optimum_layout import MODEL_FILE, OPTIMUM_EXPORT, check_optimum_folder, copy_renamed_graph, graph_io_names
 from .source_configs import CONFIGS_DIR, config_file, model_values_from_configs, read_config
@@ -111,7 +110,10 @@ def _validated(spec, path: Path, references, precision: str, softcapped: bool) -
 
 def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, force: bool = False,
                    log: Callable[[str], None] = print) -> Path:
-    from .exporter import _component_entry, check_out_dir, staging_dir, tool_versions
+    from sana_edge.manifest import component_record, folder_records, write_manifest
+
+    from .exporter import tool_versions
+    from .staging import check_out_dir, staging_dir
 
     source = Path(source)
     check_optimum_folder(source)
@@ -136,14 +138,14 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
         components = {}
         for name, spec in COMPONENTS.items():
             if pipe is None:
-                report = _smoke_report(spec, paths[name], model)
+                report = _smoke_report(spec, paths[name], model.dims())
             else:
-                from .onnx_export import torch_module
                 from .validate import reference_outputs
+                from .wrappers import torch_module
 
-                references = reference_outputs(spec, torch_module(spec, pipe), model)
+                references = reference_outputs(spec, torch_module(spec, pipe), model.dims())
                 report = _validated(spec, paths[name], references, precision, softcapped)
-            components[name] = _component_entry(spec, paths[name], report)
+            components[name] = component_record(paths[name], report, _eps_record(spec, paths[name]))
             log(f"{name}: {name}/{MODEL_FILE} -> {spec.file} ({precision}, "
                 f"{'validated against PyTorch' if pipe is not None else 'ran on the declared shapes'})")
         for name in COMPONENTS:
@@ -152,22 +154,37 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
             shutil.copyfile(source / name / "config.json", target)
         shutil.copytree(source / "tokenizer", stage / "tokenizer")
         shutil.copytree(source / "scheduler", stage / "scheduler")
-        files = {str(p.relative_to(stage)): sha256_file(p)
-                 for folder in ("tokenizer", "scheduler", CONFIGS_DIR) for p in sorted((stage / folder).rglob("*")) if p.is_file()}
+        files = folder_records(stage, ("tokenizer", "scheduler", CONFIGS_DIR))
         manifest = {
-            "format_version": FORMAT_VERSION, "sana_edge_version": __version__,
+            "sana_edge_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": f"optimum-onnx export {source.resolve()}", "precision": precision,
-            "opset": _opset(paths["transformer"]), "tool_versions": tool_versions(), "model": model,
+            "opset": _opset(paths["transformer"]), "tool_versions": tool_versions(), "model": model.to_dict(),
             "tokenizer": "tokenizer/tokenizer.json", "scheduler_config": "scheduler/scheduler_config.json",
             "files": files, "components": components,
             "imported": {"layout": "optimum-onnx", "folder": str(source.resolve()), "checkpoint": checkpoint,
                          "text_encoder_attention": "eager (soft-capping kept)" if softcapped else "sdpa (soft-capping dropped)",
                          "pipeline_index": json.loads((source / "model_index.json").read_text())},
         }
-        write_json_atomic(stage / MANIFEST_NAME, manifest)
+        write_manifest(stage, manifest)
     log(f"sana-edge export written to {out_dir}")
     return out_dir
+
+
+def _eps_record(spec, path: Path) -> dict:
+    """The linear-attention eps count of a DiT / decoder graph (an optimum export keeps it: its
+    exporter does not run onnxscript's optimizer); a graph without it is refused."""
+    import onnx
+
+    from .onnx_export import count_eps
+
+    if not spec.linear_attention:
+        return {}
+    count = count_eps(onnx.load(str(path), load_external_data=False))
+    if count == 0:
+        raise UserError(f"{spec.name} in the optimum export lost the linear-attention eps (1e-15), so it decodes wrong "
+                        f"values; re-export it with `sana-edge export CHECKPOINT`")
+    return {"linear_attention_eps_constants": count}
 
 
 def _opset(path: Path) -> int:

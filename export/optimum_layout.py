@@ -118,7 +118,7 @@ def convert_export(export_dir: Path, out_dir: Path, force: bool = False, log: Ca
     """Write the sana-edge export at `export_dir` as an optimum-onnx Sana folder at `out_dir`."""
     from sana_edge.manifest import load_manifest
 
-    from .exporter import check_out_dir, staging_dir
+    from .staging import check_out_dir, staging_dir
 
     manifest = load_manifest(export_dir)
     if manifest.graph_format != "onnx":

@@ -46,10 +46,9 @@ def read_config(path: Path, fix: str) -> dict:
 
 
 def model_values_from_configs(configs: dict[str, dict], scheduler: dict):
-    """The manifest's model values from config dicts (component name -> config), through the
-    same function the exporter applies to a loaded pipeline."""
-    from .exporter import model_values
-    from .onnx_export import model_dims
+    """The manifest's ModelValues from config dicts (component name -> config), through the same
+    function the exporter applies to a loaded pipeline."""
+    from .checkpoint import model_values
 
     def namespace(config: dict):
         return SimpleNamespace(config=SimpleNamespace(**config))
@@ -57,7 +56,7 @@ def model_values_from_configs(configs: dict[str, dict], scheduler: dict):
     pipe = SimpleNamespace(**{SOURCE_FOLDERS[c]: namespace(cfg) for c, cfg in configs.items()},
                            scheduler=namespace(scheduler))
     try:
-        return model_values(pipe, model_dims(pipe))
+        return model_values(pipe)
     except (AttributeError, TypeError, ValueError) as exc:
         raise UserError(f"the component configs lack a value sana-edge needs ({exc}); "
                         "use configs written by diffusers/transformers for a SANA checkpoint") from None

@@ -328,7 +328,7 @@ def _thin(values: list[float], every: int) -> list[float]:
 def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: int | None = None,
                  dit_steps: int | None = None, threads: int = 2, eval_captions: int | None = None) -> dict:
     """`sana-edge train-tiny`: check the options, train into a staging folder, report."""
-    from .exporter import check_out_dir, staging_dir
+    from .staging import check_out_dir, staging_dir
 
     defaults = TrainConfig()
     cfg = TrainConfig(

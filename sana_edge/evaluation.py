@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import shapes
+from .checks import check_image_side
 from .components import TEXT_ENCODER, TRANSFORMER
 from .errors import UserError
 from .fileio import write_json_atomic
@@ -55,16 +56,18 @@ def _check_settings(prompts, steps: int, seed: int) -> None:
 
 
 def _check_comparable(manifest_a, manifest_b, size: int) -> None:
-    for key in ("latent_channels", "vae_scale_factor"):
-        value_a, value_b = manifest_a.model[key], manifest_b.model[key]
-        if value_a != value_b:
-            raise UserError(
-                f"exports '{manifest_a.root}' and '{manifest_b.root}' are not comparable ({key} {value_a} vs {value_b}); "
-                "compare two exports of the same checkpoint"
-            )
-    factor = int(manifest_a.model["vae_scale_factor"])
-    if size <= 0 or size % factor:
-        raise UserError(f"size {size} must be a positive multiple of {factor}, the exports' VAE scale factor (e.g. {max(factor, round(size / factor) * factor)})")
+    """Two exports compare only when they are the same model (values and tokenizer) at any precision."""
+    values_a, values_b = manifest_a.model.to_dict(), manifest_b.model.to_dict()
+    differing = [k for k in values_a if values_a[k] != values_b.get(k)]
+    files_a, files_b = manifest_a.files(), manifest_b.files()
+    token_a, token_b = files_a.get(manifest_a.data["tokenizer"]), files_b.get(manifest_b.data["tokenizer"])
+    if differing or token_a != token_b:
+        what = f"{differing[0]} {values_a[differing[0]]!r} vs {values_b.get(differing[0])!r}" if differing else "tokenizers differ"
+        raise UserError(
+            f"exports '{manifest_a.root}' and '{manifest_b.root}' are not comparable, not the same model ({what}); "
+            "compare two exports of the same checkpoint"
+        )
+    check_image_side("size", size, manifest_a.model.vae_scale_factor)
 
 
 def _graph_pipeline(export, verify: bool):
@@ -113,7 +116,6 @@ def compare_exports(
 ) -> dict:
     """Generate every prompt with both exports from the same noise; return the metrics as a dict."""
     from .pipeline import SanaEdgePipeline
-    from .scheduler import FlowDPMSolver
 
     prompts = list(prompts)
     _check_settings(prompts, steps, seed)
@@ -125,8 +127,8 @@ def compare_exports(
             pipe.session(name)
 
     model = pipe_a.manifest.model
-    factor, channels = int(model["vae_scale_factor"]), int(model["latent_channels"])
-    timesteps = FlowDPMSolver.from_diffusers_config(pipe_a.scheduler_config).set_timesteps(steps)
+    factor, channels = model.vae_scale_factor, model.latent_channels
+    timesteps = pipe_a.denoiser.timesteps(steps)
     # DiT probes: the first step (pure noise) and a middle one (partly denoised latents).
     probe_steps = sorted({0, steps // 2})
     records = []

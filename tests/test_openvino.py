@@ -42,7 +42,7 @@ def test_openvino_sessions_follow_the_feed_contract(tiny_export, tmp_path, monke
 
     monkeypatch.setenv("SANA_EDGE_CACHE", str(tmp_path / "cache"))
     manifest = load_manifest(tiny_export)
-    dims = {**manifest.model, "vocab_size": 64}
+    dims = {**manifest.model.dims(), "vocab_size": 64}
     for name, spec in COMPONENTS.items():
         feeds = sample_inputs(spec, {**dims, **spec.validation_shapes[1]})
         ov_out = OpenVINOBackend().load_component(manifest, name).run(feeds)

@@ -23,13 +23,13 @@ def shapes_exports(tmp_path_factory):
     """The shipped shapes model: fp32 (ONNX, the reference) and --target openvino int8 / int4."""
     from sana_edge.default_model import BUILTIN_NAME
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
-    from sana_edge.quant.recipes import QuantOptions
+    from sana_edge.quant.configs import QuantSettings
 
     root = tmp_path_factory.mktemp("openvino-exports")
     exports = {"fp32": export_checkpoint(ExportOptions(BUILTIN_NAME, root / "fp32"), log=lambda _: None)}
     for precision in ("int8", "int4"):
         options = ExportOptions(BUILTIN_NAME, root / f"ov-{precision}", precision=precision,
-                                quant=QuantOptions(target="openvino"))
+                                quant=QuantSettings(target="openvino"))
         exports[f"ov-{precision}"] = export_checkpoint(options, log=lambda _: None)
     return exports
 
@@ -57,13 +57,15 @@ def test_openvino_export_is_described_by_the_manifest(shapes_exports, name, tran
 
     manifest = load_manifest(shapes_exports[name])  # verifies every listed file's sha256
     assert manifest.graph_format == "openvino"
-    recipe = manifest.data["quantization"]
-    assert recipe["target"] == "openvino" and recipe["components"]["transformer"]["method"] == transformer_method
-    assert recipe["components"]["text_encoder"]["mode"] == "int8_sym"  # the text encoder stays 8-bit
+    record = manifest.data["quantization"]
+    transformer, text_encoder = record["components"]["transformer"], record["components"]["text_encoder"]
+    assert record["target"] == "openvino" and transformer["result"]["method"] == transformer_method
+    assert text_encoder["config"] == {"type": "NncfCompressWeights", "mode": "int8_asym", "group_size": -1,
+                                      "keep_fp": ["/self_attn/MatMul"]}  # the text encoder stays 8-bit
     if name == "ov-int4":
-        assert recipe["components"]["transformer"]["group_size"] == 128  # --block-size
-    else:
-        assert recipe["components"]["transformer"]["calibration_samples"] > 0 and recipe["calibration_sha256"]
+        assert transformer["config"]["group_size"] == 128  # --block-size
+    else:  # calibrated on every step of every trajectory: 16 prompts x 8 steps
+        assert transformer["result"]["calibration_samples"] == 16 * 8 and record["calibration"]["sha256"]
     for component, entry in manifest.components.items():
         assert entry["file"] == f"{component}.xml" and list(entry["external_data"]) == [f"{component}.bin"]
         assert not (manifest.root / f"{component}.onnx").exists()
@@ -90,7 +92,7 @@ def test_eval_compares_the_openvino_export_with_an_ort_export(shapes_exports):
     captions = ["a small red circle at the top left on a blue background", "a large green square in the centre on a white background"]
     result = compare_exports(shapes_exports["fp32"], shapes_exports["ov-int8"], captions, size=128, steps=6, verify=False)
     assert result["config"]["precision_b"] == "int8 openvino"
-    assert result["summary"]["psnr_db"]["min"] > 20 and result["summary"]["transformer_cosine"]["min"] > 0.99
+    assert result["summary"]["psnr_db"]["min"] > 20 and result["summary"]["transformer_cosine"]["min"] > 0.98
     assert set(result["summary"]["task_score"]) == {"a", "b"}
 
 
@@ -98,7 +100,8 @@ def test_fp32_openvino_ir_draws_the_onnx_image(tiny_checkpoint, tiny_export, tmp
     monkeypatch.setenv("SANA_EDGE_CACHE", str(tmp_path / "cache"))
     assert main(["export", str(tiny_checkpoint), "-o", str(tmp_path / "ir"), "--target", "openvino"]) == 0
     manifest = json.loads((tmp_path / "ir" / "manifest.json").read_text())
-    assert manifest["graph_format"] == "openvino" and manifest["quantization"]["components"]["transformer"]["method"] == "none"
+    assert manifest["graph_format"] == "openvino"
+    assert manifest["quantization"]["components"]["transformer"]["config"] == {"type": "NncfKeepFloat"}
     latents = np.random.default_rng(2).standard_normal((1, 32, 4, 4)).astype(np.float32)
     images = [np.asarray(SanaEdgePipeline.from_export(e, backend="auto")("a red fox", height=128, width=128, steps=3,
                                                                           latents=latents)).astype(np.int16)
@@ -123,12 +126,3 @@ def test_target_openvino_bad_combinations(capsys, tiny_checkpoint, tmp_path, mon
                     "pip install 'sana-edge[nncf]'")
     assert not out.exists()
 
-
-def test_calibration_records_every_trajectory_and_step(tiny_export):
-    from sana_edge.quant.openvino_export import calibration_feeds
-    from sana_edge.quant.recipes import QuantOptions
-
-    feeds, digest = calibration_feeds(tiny_export, QuantOptions(calib_size=3, calib_steps=2), 64, log=lambda _: None)
-    transformer = feeds["transformer"]
-    assert len(transformer) == 3 * 2 and digest  # prompts x steps, though the pipeline reloads stages
-    assert not np.array_equal(transformer[0]["latents"], transformer[-1]["latents"])

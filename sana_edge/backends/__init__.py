@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
+import warnings
+
 from ..errors import UserError
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+TENSORRT_ONLY_OPTIONS = ("flavor", "graphs")
+
+
+class BackendFallbackWarning(UserWarning):
+    """`--backend auto` found engines it cannot run here and uses ONNX Runtime instead."""
+
+
+def tensorrt_problem(manifest) -> str | None:
+    """Why this machine cannot run the export's engines (no engines, no TensorRT, no GPU, an
+    unsupported GPU, an old driver, ...), or None when it can."""
+    from .trt_checks import tensorrt_problem as problem
+
+    return problem(manifest)
 
 
 def tensorrt_usable(manifest) -> bool:
-    """True when the export has engines, a TensorRT is installed and a GPU is present."""
-    from .cuda_driver import gpu_available
-    from .trt_flavor import installed_flavors
-
-    return bool(manifest is not None and manifest.engines) and bool(installed_flavors()) and gpu_available()
-
-
-def resolve_backend(name: str, manifest=None) -> str:
-    """`auto`: OpenVINO for an OpenVINO IR export, TensorRT when the export has engines and this
-    machine can run them, ONNX Runtime otherwise. A backend that cannot read the export's graphs
-    is refused here, with the backend that can."""
-    openvino_ir = manifest is not None and manifest.graph_format == "openvino"
-    if name == "auto":
-        return "openvino" if openvino_ir else "tensorrt" if tensorrt_usable(manifest) else "onnxruntime"
-    if openvino_ir and name != "openvino":
-        raise UserError(f"export '{manifest.root}' holds OpenVINO IR (made with --target openvino), which {name} cannot "
-                        "run; pass --backend openvino (pip install 'sana-edge[openvino]')")
-    return name
+    """True when the export has engines and this machine's TensorRT, GPU and driver can run them."""
+    return tensorrt_problem(manifest) is None
 
 
 def graph_backend(manifest) -> str:
@@ -34,11 +33,32 @@ def graph_backend(manifest) -> str:
     return "openvino" if manifest.graph_format == "openvino" else "onnxruntime"
 
 
+def _auto(manifest, options: dict) -> tuple[str, dict]:
+    """OpenVINO for an OpenVINO IR export; TensorRT when the export has engines and this machine
+    can run them; otherwise ONNX Runtime, with a BackendFallbackWarning saying why when engines
+    were there."""
+    if manifest is not None and manifest.graph_format == "openvino":
+        return "openvino", options
+    problem = tensorrt_problem(manifest) if manifest is not None and manifest.engines else "no engines"
+    if problem is None:
+        return "tensorrt", options
+    if manifest is not None and manifest.engines:
+        warnings.warn(f"TensorRT engines not used, running on ONNX Runtime: {problem}", BackendFallbackWarning,
+                      stacklevel=3)
+    return "onnxruntime", {k: v for k, v in options.items() if k not in TENSORRT_ONLY_OPTIONS}
+
+
 def get_backend(name: str = "onnxruntime", manifest=None, **options):
+    """The backend `name` for this export (`auto`: see _auto). A backend that cannot read the
+    export's graphs (OpenVINO IR) is refused with the one that can."""
     if name not in BACKENDS:
         raise UserError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    name = resolve_backend(name, manifest)
     device = options.pop("device", None)
+    if name == "auto":
+        name, options = _auto(manifest, options)
+    elif manifest is not None and manifest.graph_format == "openvino" and name != "openvino":
+        raise UserError(f"export '{manifest.root}' holds OpenVINO IR (made with --target openvino), which {name} cannot "
+                        "run; pass --backend openvino (pip install 'sana-edge[openvino]')")
     if device is not None and name != "openvino":
         raise UserError(f"--device chooses an OpenVINO device; add --backend openvino (this run uses {name})")
     if name == "onnxruntime":
@@ -51,4 +71,4 @@ def get_backend(name: str = "onnxruntime", manifest=None, **options):
         return OpenVINOBackend(device=device or "CPU", **options)
     from .tensorrt_backend import TensorRTBackend
 
-    return TensorRTBackend(**options)
+    return TensorRTBackend(manifest=manifest, **options)

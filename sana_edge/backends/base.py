@@ -27,7 +27,9 @@ class Backend(Protocol):
     def describe(self) -> str: ...
 
     # The memory planner's questions (sana_edge.planner).
-    def stage_bytes(self, manifest) -> dict[str, int]: ...  # component -> bytes its session holds
+    # component -> bytes its session holds (planner estimates activations on top), or a
+    # planner.StageSizes (TensorRT: whole-stage sizes fixed by the engine profile)
+    def stage_bytes(self, manifest): ...
 
     def memory_in_use(self) -> int: ...  # RSS on CPU, used device memory on GPU
 

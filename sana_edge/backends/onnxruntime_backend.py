@@ -6,19 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..memory import current_rss
-
-
-def available_ram() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+from ..errors import UserError
+from ..memory import available_ram, current_rss
 
 
 def available_providers() -> list[str]:
@@ -42,7 +31,12 @@ class OrtSession:
         options.enable_cpu_mem_arena = self.memory_arena = memory_arena
         if threads:
             options.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+            reason = " ".join(str(exc).split())[:160]
+            raise UserError(f"onnxruntime cannot load {path} ({type(exc).__name__}: {reason}); the file is damaged or "
+                            "not a sana-edge graph: re-export with `sana-edge export CHECKPOINT -o DIR`") from None
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.providers = self._session.get_providers()
@@ -92,7 +86,12 @@ class OnnxRuntimeBackend(HostMemoryPlanning):
         # grows in powers of two and keeps what it grew, which put a 4096 px decode in 1536 px
         # tiles at 15.2 GiB peak against a 12 GiB plan; without it 6.4 GiB, but a 1536 px decode
         # took 87.5 s instead of 56.5 s (benchmarks/results/memory.md), so unbound runs keep it.
-        return self.load(manifest.component_path(name), memory_arena=not low_memory)
+        from ..components import COMPONENTS
+
+        path = manifest.component_path(name)
+        session = self.load(path, memory_arena=not low_memory)
+        COMPONENTS[name].check_io_names(session.input_names, session.output_names, str(path))
+        return session
 
     def describe(self) -> str:
         import onnxruntime as ort

@@ -24,7 +24,7 @@ def init_tiny(
     """Write a tiny random-weight SANA checkpoint (diffusers layout) for tests and demos."""
     require_export_extra()
     from ..export.configs import PRESETS
-    from ..export.exporter import check_out_dir, staging_dir
+    from ..export.staging import check_out_dir, staging_dir
     from ..export.tiny import write_tiny_checkpoint
 
     if preset not in PRESETS:
@@ -71,7 +71,8 @@ def export(
         if not is_builtin(checkpoint):
             raise UserError(f"pass the export folder to create with -o DIR (e.g. -o {Path(checkpoint).name or 'sana'}-onnx)")
         out_dir = default_export_dir()
-    require_export_extra()
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise UserError(f"unknown backend '{backend}'; choose onnxruntime or tensorrt")
     if target == "openvino":
         if backend == "tensorrt":
             raise UserError("--target openvino writes OpenVINO IR, which TensorRT cannot build from; drop one of them")
@@ -79,28 +80,31 @@ def export(
             require_extra("nncf", ("openvino", "nncf"))
         else:
             require_extra("openvino", ("openvino",))
-    from ..export.exporter import ExportOptions, export_checkpoint
-    from ..quant.recipes import DEFAULT_KEEP_FP, QuantOptions
+    # Light modules first: every option, the checkpoint and the output are checked before torch loads.
+    require_extra("export", ("sana_edge.export.prepare", "sana_edge.quant.configs"))
+    from ..export.prepare import ExportOptions, prepare
+    from ..quant.configs import DEFAULT_KEEP_FP, Calibration, QuantSettings
 
-    if backend not in ("onnxruntime", "tensorrt"):
-        raise UserError(f"unknown backend '{backend}'; choose onnxruntime or tensorrt")
     engines = None
     if backend == "tensorrt":
         from ..export.engine import EngineRange
 
         engines = EngineRange(min_size, opt_size, max_size, decoder_tile, compute_capability)
-    quant = QuantOptions(
-        target=target or ("tensorrt" if backend == "tensorrt" else "ort"), calib_prompts=calib_prompts, calib_size=calib_size, calib_steps=calib_steps,
-        calib_resolution=calib_resolution, seed=calib_seed, keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP,
-        smoothquant_alpha=smoothquant_alpha, block_size=block_size, text_encoder_bits=text_encoder_bits,
+    quant = QuantSettings(
+        target=target or ("tensorrt" if backend == "tensorrt" else "ort"), block_size=block_size,
+        keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP, smoothquant_alpha=smoothquant_alpha,
+        text_encoder_bits=text_encoder_bits,
     )
-    quant.check()
+    calibration = Calibration(prompts=calib_prompts, size=calib_size, steps=calib_steps,
+                              resolution=calib_resolution, seed=calib_seed)
     console = make_console()
-    export_checkpoint(
-        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
-                      engines=engines),
-        log=console.print,
-    )
+    options = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
+                            calibration=calibration, engines=engines)
+    job = prepare(options, console.print)
+    require_export_extra()
+    from ..export.exporter import export_checkpoint
+
+    export_checkpoint(options, log=console.print, job=job)
 
 
 @app.command("train-tiny")

@@ -66,8 +66,11 @@ def run(
         except ValueError as exc:
             raise UserError(f"--max-memory: {exc}") from None
     options = {"device": device} if device is not None else {}
-    pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
-                                        keep_loaded=keep_loaded, **options)
+    with warnings.catch_warnings(record=True) as at_load:  # e.g. auto not using engines this GPU cannot run
+        warnings.simplefilter("always", UserWarning)
+        pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
+                                            keep_loaded=keep_loaded, **options)
+    _print_warnings(at_load)
     console = make_console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -80,8 +83,7 @@ def run(
             guidance_scale=guidance, seed=seed, latents=initial,
             on_step=lambda done, total, _latents: progress.update(task, completed=done),
         )
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    _print_warnings(caught)
     image = result.image
     metadata = {
         "prompt": prompt, "negative_prompt": negative_prompt, "seed": "latents-file" if initial is not None else result.seed,
@@ -96,6 +98,11 @@ def run(
         f"({1000 * t['denoise'] / steps:.0f} ms/step), decode {t['decode']:.2f}s"
     )
     _print_memory(console, pipe, result)
+
+
+def _print_warnings(caught) -> None:
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
 
 
 def _print_memory(console, pipe, result) -> None:
