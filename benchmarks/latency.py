@@ -259,7 +259,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     machine = bench_machine.describe(args.threads)
     uses_gpu = any(BACKENDS[b][2] == "cuda" for b in args.backends)
-    tag = bench_machine.machine_tag(machine["cores"], machine["cpu"], machine["gpu"] if uses_gpu else None)
+    tag = bench_machine.machine_tag(machine["cores"], machine["cpu"], machine["gpu"] if uses_gpu else None, machine["isa"])
     tag += ("" if args.model == "sana-0.6b" else f"-{args.model}") + ("-quick" if args.quick else "")
     machine["tag"] = tag
     log(f"{tag}: {machine['cpu']}, {args.threads} threads, {bench_machine.mem_available_gb() or 0:.1f} GB available")

@@ -95,3 +95,23 @@ def test_openvino_backend_without_the_extra(capsys, tiny_export, tmp_path, monke
     _one_line_error(capsys, ["run", "a fox", "--model", tiny_export, "-o", tmp_path / "x.png", "--backend", "openvino"],
                     "'openvino' extra", "pip install 'sana-edge[openvino]'")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_graph_openvino_cannot_convert_is_one_line(tmp_path):
+    """e.g. ONNX Runtime's GatherBlockQuantized on a 4-bit text encoder narrower than its block."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sana_edge.backends.openvino_backend import OpenVINOBackend
+    from sana_edge.errors import UserError
+
+    node = helper.make_node("NotAnOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "custom.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+              str(path))
+    with pytest.raises(UserError) as caught:
+        OpenVINOBackend(cache=False).load(path)
+    message = str(caught.value)
+    assert "\n" not in message and "custom.onnx" in message and "--backend onnxruntime" in message

@@ -59,6 +59,13 @@ def check_device(device: str, available: list[str]) -> str:
     return wanted
 
 
+def _reason(exc: Exception) -> str:
+    """One line out of OpenVINO's multi-line error: the unsupported op when it names one."""
+    lines = [line.strip(" -\t") for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "failed for:" in line]
+    return (named or lines[-1:] or [type(exc).__name__])[0][:200]
+
+
 def _port_name(port, declared: list[str]) -> str:
     """The declared tensor name among the port's names (OpenVINO keeps the ONNX names and may add
     an internal one, e.g. '/model/norm/Mul_output_0' next to 'last_hidden_state')."""
@@ -132,7 +139,11 @@ class OpenVINOBackend(HostMemoryPlanning):
             except OSError:  # read-only home: compile every time rather than fail
                 cache_dir = None
         # From the path, not a read model: with a cached blob the graph is never parsed.
-        compiled = self.core.compile_model(str(path), self.device, self.compile_config(cache_dir))
+        try:
+            compiled = self.core.compile_model(str(path), self.device, self.compile_config(cache_dir))
+        except RuntimeError as exc:
+            raise UserError(f"OpenVINO cannot run {Path(path).name} ({_reason(exc)}); run this export with "
+                            "--backend onnxruntime, or export for OpenVINO with --target openvino") from None
         return OpenVINOSession(compiled, component)
 
     def load_component(self, manifest, name: str, low_memory: bool = False) -> OpenVINOSession:
