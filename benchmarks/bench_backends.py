@@ -40,6 +40,18 @@ BACKENDS = {
 GRAPH_RUNTIMES = ("ort", "ov", "optimum")
 
 
+def missing_extra(backends: list[str]) -> str | None:
+    """The sana-edge extra the chosen backends need and this environment lacks, or None."""
+    import importlib.util
+
+    kinds = {BACKENDS[b][1] for b in backends}
+    if kinds & {"nncf-int8", "ov-int8", "ov-int4"} and not importlib.util.find_spec("nncf"):
+        return "nncf"
+    if any(BACKENDS[b][0] == "ov" for b in backends) and not importlib.util.find_spec("openvino"):
+        return "openvino"
+    return None
+
+
 def graph_kinds(backends: list[str]) -> list[str]:
     return sorted({BACKENDS[b][1] for b in backends if BACKENDS[b][0] in GRAPH_RUNTIMES})
 

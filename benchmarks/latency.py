@@ -37,7 +37,7 @@ from typing import Optional
 from sana_edge.backends import nvml
 
 from . import bench_machine
-from .bench_backends import BACKENDS, graph_kinds, job_graph, worker_python
+from .bench_backends import BACKENDS, graph_kinds, job_graph, missing_extra, worker_python
 from .bench_exports import DEFAULT_CACHE, graph_bytes
 from .bench_models import COMPONENT_OF, MODELS, STAGES
 from .bench_report import add_floors, markdown, plot, spread, summarize
@@ -250,6 +250,9 @@ def parse_args(argv):
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown or any(s <= 0 or s % 32 for s in args.sizes) or args.repeats < 1 or args.warmup < 0:
         parser.error(f"unknown backends {unknown}" if unknown else "sizes must be positive multiples of 32; repeats >= 1")
+    extra = missing_extra(args.backends)
+    if extra:
+        parser.error(f"the chosen backends need the '{extra}' extra; install it with: pip install 'sana-edge[{extra}]'")
     return args
 
 
