@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from sana_edge.errors import UserError
 
-TARGETS = ("ort", "tensorrt")
+TARGETS = ("ort", "tensorrt", "openvino")  # openvino: NNCF on OpenVINO IR (quant/nncf_openvino.py)
 QUANTIZED_PRECISIONS = ("int8", "int4")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 

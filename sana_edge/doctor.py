@@ -55,7 +55,22 @@ def report() -> str:
             lines.append("  can run engines  no (install sana-edge[tensorrt-rtx] or TensorRT)")
     else:
         lines.append("  GPU              none (engines build here with TensorRT-RTX; running them needs a GPU)")
+    lines.append("OpenVINO (--backend openvino; pip install 'sana-edge[openvino]'):")
+    lines += _openvino_lines()
     lines.append("build side (pip install 'sana-edge[export]'):")
     for package in ("torch", "diffusers", "transformers", "onnx"):
         lines.append(f"  {package:<16} {_version(package)}")
     return "\n".join(lines)
+
+
+def _openvino_lines() -> list[str]:
+    try:
+        import openvino as ov
+    except ImportError:
+        return ["  openvino         not installed"]
+    core = ov.Core()
+    lines = [f"  openvino         {ov.__version__.split('-')[0]}, devices: {', '.join(core.available_devices) or 'none'}"]
+    if "CPU" in core.available_devices:
+        capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        lines.append(f"  CPU              {core.get_property('CPU', 'FULL_DEVICE_NAME')} ({capabilities})")
+    return lines

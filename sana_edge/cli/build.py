@@ -46,7 +46,8 @@ def export(
                      "int8 with VNNI/AMX, else fp32)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     target: Optional[str] = typer.Option(
-        None, help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt (default: tensorrt with --backend tensorrt)."),
+        None, help="Graph flavour: ort (ONNX Runtime), tensorrt (default with --backend tensorrt) or openvino "
+        "(OpenVINO IR, int8/int4 by NNCF; needs sana-edge[nncf])."),
     calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
     calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
     calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
@@ -62,6 +63,9 @@ def export(
     quantize_decoder: bool = typer.Option(
         False, "--quantize-decoder", help="int8/int4: W8A8 on the DC-AE decoder too (calibrated on final latents; "
                                           "see README for what it costs)."),
+    single_transformer: bool = typer.Option(
+        False, "--single-transformer", help="The transformer as one graph (the layout optimum-onnx runs) instead "
+                                            "of a caption K/V graph + a step graph (faster)."),
     backend: str = typer.Option("onnxruntime", help="onnxruntime (graphs only) or tensorrt (graphs + engines)."),
     min_size: int = typer.Option(512, help="TensorRT: smallest image side (px) the engines run."),
     opt_size: int = typer.Option(1024, help="TensorRT: image side (px) the engines are tuned for."),
@@ -82,6 +86,13 @@ def export(
 
         precision = fastest_precision()
         make_console().print(f"precision auto: {precision} (CPU: {cpu_features().describe()})")
+    if target == "openvino":
+        if backend == "tensorrt":
+            raise UserError("--target openvino writes OpenVINO IR, which TensorRT cannot build from; drop one of them")
+        if precision in ("int8", "int4"):
+            require_extra("nncf", ("openvino", "nncf"))
+        else:
+            require_extra("openvino", ("openvino",))
     # Light modules first: every option, the checkpoint and the output are checked before torch loads.
     require_extra("export", ("sana_edge.export.prepare", "sana_edge.quant.configs"))
     from ..export.prepare import ExportOptions, prepare
@@ -101,7 +112,7 @@ def export(
                               resolution=calib_resolution, seed=calib_seed)
     console = make_console()
     options = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
-                            calibration=calibration, engines=engines)
+                            calibration=calibration, engines=engines, split_transformer=not single_transformer)
     job = prepare(options, console.print)
     require_export_extra()
     from ..export.exporter import export_checkpoint
