@@ -80,6 +80,9 @@ class TensorSpec:
     # A ModelValues attribute that must be truthy for the graph to have this tensor (e.g. the
     # `guidance` input only for guidance-embedding models); None: always there.
     when: str | None = None
+    # The name optimum-onnx's Sana export gives this tensor (sana_edge.export.optimum_layout);
+    # None: the same name.
+    optimum_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ class ComponentSpec:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+    def optimum_names(self) -> dict[str, str]:
+        """sana-edge tensor name -> optimum-onnx's name, for every input and output."""
+        return {t.name: t.optimum_name or t.name for t in self.inputs + self.outputs}
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """torch.onnx-style {tensor: {axis index: axis name}} for the dynamic axes."""
@@ -168,7 +175,8 @@ CONTROL_SAMPLE_AXES = ("controlnet_layers", "batch", "latent_height", "latent_wi
 TRANSFORMER = ComponentSpec(
     name="transformer",
     inputs=(
-        TensorSpec("latents", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),
+        TensorSpec("latents", "float32", ("batch", "latent_channels", "latent_height", "latent_width"),
+                   optimum_name="hidden_states"),
         TensorSpec("encoder_hidden_states", "float32", ("batch", "caption_length", "caption_channels")),
         TensorSpec("encoder_attention_mask", "int64", ("batch", "caption_length"), PADDING_MASK),
         TensorSpec("timestep", "float32", ("batch",), TIMESTEP),
@@ -178,7 +186,8 @@ TRANSFORMER = ComponentSpec(
         TensorSpec("controlnet_block_samples", "float32", CONTROL_SAMPLE_AXES, when="controlnet_layers"),
     ),
     outputs=(
-        TensorSpec("velocity", "float32", ("batch", "out_channels", "latent_height", "latent_width")),
+        TensorSpec("velocity", "float32", ("batch", "out_channels", "latent_height", "latent_width"),
+                   optimum_name="out_hidden_states"),
     ),
     dynamic=("batch", "latent_height", "latent_width", "caption_length"),
     validation_shapes=(
@@ -232,8 +241,9 @@ TRANSFORMER_STEP = ComponentSpec(
 
 DECODER = ComponentSpec(
     name="vae_decoder",
-    inputs=(TensorSpec("latent", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),),
-    outputs=(TensorSpec("image", "float32", ("batch", 3, "image_height", "image_width")),),
+    inputs=(TensorSpec("latent", "float32", ("batch", "latent_channels", "latent_height", "latent_width"),
+                       optimum_name="latent_sample"),),
+    outputs=(TensorSpec("image", "float32", ("batch", 3, "image_height", "image_width"), optimum_name="sample"),),
     dynamic=("batch", "latent_height", "latent_width", "image_height", "image_width"),
     validation_shapes=(
         {"batch": 1, "latent_height": 4, "latent_width": 4},

@@ -45,11 +45,11 @@ METRICS = {
 # -- comparison ------------------------------------------------------------------------------
 
 
-def _check_settings(prompts, steps: int, seed: int) -> None:
-    """Checks that need no export: run before loading (and hashing) two models."""
+def _check_settings(prompts, steps: int | None, seed: int) -> None:
+    """Checks that need no export: run before loading (and hashing) two models (steps None: the model's)."""
     if not prompts:
         raise UserError("no prompts to compare; pass at least one prompt")
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); pass --steps 20")
     if seed < 0:
         raise UserError(f"seed must be 0 or more (got {seed}); pass --seed 0")
@@ -68,6 +68,21 @@ def _check_comparable(manifest_a, manifest_b, size: int) -> None:
             "compare two exports of the same checkpoint"
         )
     check_image_side("size", size, manifest_a.model.vae_scale_factor)
+
+
+def _graph_pipeline(export, verify: bool):
+    """The export on the runtime its graphs are written for (ONNX Runtime, or OpenVINO for IR)."""
+    from .backends import get_backend, graph_backend
+    from .manifest import load_manifest
+    from .pipeline import SanaEdgePipeline
+
+    manifest = load_manifest(export, verify=verify)
+    return SanaEdgePipeline(manifest, get_backend(graph_backend(manifest), manifest))
+
+
+def _label(manifest) -> str:
+    """The precision, and the target when it is not ONNX Runtime's (e.g. 'int8 openvino')."""
+    return manifest.precision + (f" {manifest.graph_format}" if manifest.graph_format != "onnx" else "")
 
 
 def _text_encoder_cosine(pipe_a, pipe_b, prompt: str) -> float:
@@ -105,12 +120,11 @@ def compare_exports(
     from .pipeline import SanaEdgePipeline
 
     prompts = list(prompts)
-    pipe_a = SanaEdgePipeline.from_export(export_a, verify=verify)
-    pipe_b = SanaEdgePipeline.from_export(export_b, verify=verify)
-    steps = pipe_a.manifest.model.default_steps if steps is None else steps
-    guidance_scale = pipe_a.manifest.model.default_guidance if guidance_scale is None else guidance_scale
     _check_settings(prompts, steps, seed)
     task_prompts = all(shapes.is_caption(p) for p in prompts)
+    pipe_a, pipe_b = (_graph_pipeline(export, verify) for export in (export_a, export_b))
+    steps = pipe_a.manifest.model.default_steps if steps is None else steps
+    guidance_scale = pipe_a.manifest.model.default_guidance if guidance_scale is None else guidance_scale
     _check_comparable(pipe_a.manifest, pipe_b.manifest, size)
     for pipe in (pipe_a, pipe_b):  # load the graphs now, so latencies time inference, not loading
         for name in pipe.manifest.components:
@@ -172,7 +186,7 @@ def compare_exports(
     return {
         "config": {
             "export_a": str(export_a), "export_b": str(export_b),
-            "precision_a": pipe_a.manifest.precision, "precision_b": pipe_b.manifest.precision,
+            "precision_a": _label(pipe_a.manifest), "precision_b": _label(pipe_b.manifest),
             "size": size, "steps": steps, "guidance_scale": guidance_scale, "seed": seed,
             "sampler": pipe_a.manifest.model.pipeline,
             "negative_prompt": "", "transformer_probe_steps": [s + 1 for s in probe_steps], "prompts": prompts,

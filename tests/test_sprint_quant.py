@@ -17,7 +17,7 @@ def test_calibration_records_sprint_trajectories(sprint_export):
     manifest = load_manifest(sprint_export)
     assert trajectory_steps(manifest.model, None) == (2, 4) and trajectory_steps(manifest.model, 3) == (3,)
     recipe = {k: v for k, v in build_recipe("int8").items() if k in manifest.components}
-    feeds = collect(manifest, recipe, ["a fox", "a cat"], (2, 4), 64, seed=0, log=lambda _: None)["transformer"]
+    feeds = collect(manifest, recipe, ["a fox", "a cat"], (2, 4), 64, seed=0, log=lambda _: None)[0]["transformer"]
     assert len(feeds) == 2 * (2 + 4)
     for feed in feeds:
         assert feed["latents"].shape == (1, 32, 2, 2) and feed["encoder_hidden_states"].shape[0] == 1
