@@ -122,7 +122,6 @@ def export(
                               resolution=calib_resolution, seed=calib_seed)
     console = make_console()
     options = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
-    options = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
                             calibration=calibration, engines=engines, controlnet=controlnet,
                             split_transformer=not single_transformer)
     job = prepare(options, console.print)
