@@ -67,6 +67,16 @@ def test_variant_exports_and_matches_diffusers(variant_exports, name):
     assert got.std() > 1
 
 
+def _velocity(export, feeds, session_class):
+    """The exported DiT's velocity: one transformer graph, or the split pair (caption K/V, then the step)."""
+    if (export / "transformer.onnx").is_file():
+        return session_class(export / "transformer.onnx", ["CPUExecutionProvider"]).run(feeds)["velocity"]
+    caption = session_class(export / "caption_kv.onnx", ["CPUExecutionProvider"])
+    kv = caption.run({name: feeds[name] for name in caption.input_names})
+    step = session_class(export / "transformer_step.onnx", ["CPUExecutionProvider"])
+    return step.run({name: kv[name] if name in kv else feeds[name] for name in step.input_names})["velocity"]
+
+
 @pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if v.interpolation_scale])
 def test_positional_embedding_at_native_size(variant_exports, name):
     import torch
@@ -79,7 +89,7 @@ def test_positional_embedding_at_native_size(variant_exports, name):
     feeds = {"latents": rng.standard_normal((1, 32, side, side)).astype(np.float32),
              "encoder_hidden_states": rng.standard_normal((1, 300, 32)).astype(np.float32),
              "encoder_attention_mask": np.ones((1, 300), np.int64), "timestep": np.array([500.0], np.float32)}
-    got = OrtSession(export / "transformer.onnx", ["CPUExecutionProvider"]).run(feeds)["velocity"]
+    got = _velocity(export, feeds, OrtSession)
     with torch.no_grad():
         want = reference.transformer(torch.from_numpy(feeds["latents"]),
                                      encoder_hidden_states=torch.from_numpy(feeds["encoder_hidden_states"]),
