@@ -126,7 +126,7 @@ def test_sprint_models_run_at_batch_1_with_guidance_and_total_1_2_4_steps():
     result = {"settings": {"sizes": [512], "steps": [1, 2, 4], "primary_steps": 2, "sampler": "sprint",
                            "caption_tokens": 300, "repeats": 3, "warmup": 1},
               "baseline": "torch-fp32", "backends": ["torch-fp32", "ort-int8"], "measurements": measurements,
-              "machine": {"cpu": "cpu", "threads": 2}, "matmul_rate": {"fp32_gflops": 100.0}, "flops": {},
+              "machine": {"cpu": "cpu", "threads": 2, "cores": 2, "isa": ["avx2"]}, "matmul_rate": {"fp32_gflops": 100.0}, "flops": {},
               "versions": {}, "command": "x", "duration_s": 1.0, "model": "sprint-tiny"}
     result["summary"] = summarize(result)
     row = result["summary"]["512"]["ort-int8"]
@@ -134,3 +134,4 @@ def test_sprint_models_run_at_batch_1_with_guidance_and_total_1_2_4_steps():
     assert row["dominant_stage"] == "decode" and row["total_speedup_vs_baseline"]["4"] == pytest.approx(2.0)
     text = markdown(result)
     assert "total 2 steps (s) | total 1 steps (s) | total 4 steps (s)" in text and "batch 1" in text
+    assert "CPU ISA: AVX2" in text
