@@ -64,8 +64,8 @@ def graph_precision(path: Path) -> str:
     return "fp16" if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) else "fp32"
 
 
-def _import_graph(source: Path, stage: Path, name: str) -> Path:
-    spec = COMPONENTS[name]
+def _import_graph(source: Path, stage: Path, name: str, model) -> Path:
+    spec = COMPONENTS[name].for_model(model)
     to_sana = {optimum: sana for sana, optimum in spec.optimum_names().items()}
     target = stage / spec.file
     copy_renamed_graph(source / name / MODEL_FILE, target, to_sana, spec.file + ".data")
@@ -130,7 +130,7 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
 
         pipe = load_sana_pipeline(resolve_checkpoint(checkpoint))  # eager attention: the reference
     with staging_dir(out_dir) as stage:
-        paths = {name: _import_graph(source, stage, name) for name in OPTIMUM_COMPONENTS}
+        paths = {name: _import_graph(source, stage, name, model) for name in OPTIMUM_COMPONENTS}
         precision = graph_precision(paths["transformer"])
         softcapped = attention_softcapping_kept(paths["text_encoder"], configs["text_encoder"])
         if not softcapped and pipe is None:
@@ -138,7 +138,7 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
                           "soft-capping; pass --checkpoint CHECKPOINT to measure how far it drifts, or export with "
                           "`sana-edge export CHECKPOINT` (eager attention)", OptimumTraceWarning, stacklevel=2)
         components = {}
-        for name, spec in ((n, COMPONENTS[n]) for n in OPTIMUM_COMPONENTS):
+        for name, spec in ((n, COMPONENTS[n].for_model(model)) for n in OPTIMUM_COMPONENTS):
             if pipe is None:
                 report = _smoke_report(spec, paths[name], model.dims())
             else:
@@ -147,7 +147,7 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
 
                 references = reference_outputs(spec, torch_module(spec, pipe), model.dims())
                 report = _validated(spec, paths[name], references, precision, softcapped)
-            components[name] = component_record(paths[name], report, _eps_record(spec, paths[name]))
+            components[name] = component_record(paths[name], report, _eps_record(spec, paths[name]), model)
             log(f"{name}: {name}/{MODEL_FILE} -> {spec.file} ({precision}, "
                 f"{'validated against PyTorch' if pipe is not None else 'ran on the declared shapes'})")
         for name in OPTIMUM_COMPONENTS:

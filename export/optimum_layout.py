@@ -138,7 +138,7 @@ def convert_export(export_dir: Path, out_dir: Path, force: bool = False, log: Ca
     check_out_dir(out_dir, force)
     with staging_dir(out_dir) as stage:
         for name in SOURCE_FOLDERS:
-            spec, folder = COMPONENTS[name], stage / name
+            spec, folder = COMPONENTS[name].for_model(manifest.model), stage / name
             folder.mkdir()
             copy_renamed_graph(manifest.component_path(name), folder / MODEL_FILE, spec.optimum_names(), DATA_FILE)
             shutil.copyfile(config_file(manifest.root, name), folder / "config.json")
