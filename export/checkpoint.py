@@ -149,7 +149,7 @@ def model_values(pipe):
         vae_scaling_factor=float(vae.scaling_factor),
         sample_size=int(transformer.sample_size),
         timestep_scale=float(getattr(transformer, "timestep_scale", 1.0)),
-        flow_shift=float(pipe.scheduler.config.get("flow_shift", 3.0)),
+        flow_shift=float(getattr(pipe.scheduler.config, "flow_shift", 3.0)),  # FrozenDict or namespace (optimum import)
         max_sequence_length=300,
         complex_human_instruction=tuple(default_complex_human_instruction(cls)),
         decoder_block_out_channels=tuple(int(c) for c in vae.decoder_block_out_channels),
