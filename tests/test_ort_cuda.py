@@ -133,3 +133,14 @@ def test_ort_cuda_without_onnxruntime_gpu_names_the_fix(monkeypatch):
     monkeypatch.setattr(ort_backend, "available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(UserError, match="pip install onnxruntime-gpu"):
         OrtCudaBackend()
+
+
+def test_cuda_graph_with_another_backend_is_one_line(tiny_export):
+    from typer.testing import CliRunner
+
+    from sana_edge.cli.app import app
+
+    result = CliRunner().invoke(app, ["run", "x", "--model", str(tiny_export), "--backend", "onnxruntime", "--cuda-graph"])
+    assert result.exit_code != 0
+    with pytest.raises(UserError, match="pass --backend ort-cuda"):
+        get_backend("onnxruntime", manifest=load_manifest(tiny_export), cuda_graph=True)

@@ -70,6 +70,8 @@ def get_backend(name: str = "onnxruntime", manifest=None, **options):
     elif manifest is not None and manifest.graph_format == "openvino" and name != "openvino":
         raise UserError(f"export '{manifest.root}' holds OpenVINO IR (made with --target openvino), which {name} cannot "
                         "run; pass --backend openvino (pip install 'sana-edge[openvino]')")
+    if name not in ("ort-cuda", "auto") and any(k in options for k in ORT_CUDA_ONLY_OPTIONS):
+        raise UserError(f"--cuda-graph applies to the ort-cuda backend; pass --backend ort-cuda (this run uses {name})")
     if device is not None and name not in ("openvino", "ort-cuda"):
         raise UserError(f"--device chooses an OpenVINO device; add --backend openvino (this run uses {name})")
     if name == "ort-cuda":
