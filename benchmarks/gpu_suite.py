@@ -28,6 +28,7 @@ from pathlib import Path
 from sana_edge.fileio import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results"
+PACKAGE = __package__ or "benchmarks"  # `sana_edge.benchmarks` when run from the installed wheel
 BACKENDS = ("torch-bf16", "torch-nf4", "ort-cuda-fp16", "ort-cuda-fp16-graph")
 BACKEND_FORM = re.compile(r"torch-bf16|torch-nf4|ort-cuda-(fp32|fp16|int8|int4)(-graph)?")
 MORE_TO_DO = 3
@@ -128,11 +129,11 @@ def run_item(item: str, args, state: State, remaining: float) -> dict:
                 "warmup": args.warmup, "device": args.device, "checkpoint": str(state.checkpoint(model)),
                 "export": str(state.export(model, backend.split("-")[2])) if backend.startswith("ort") else None,
                 "out": str(out)}
-        code, log = _subprocess(["-m", "benchmarks.gpu_case", json.dumps(case)], remaining)
+        code, log = _subprocess(["-m", f"{PACKAGE}.gpu_case", json.dumps(case)], remaining)
         if code == 0:
             return json.loads(out.read_text()) | {"seconds_item": time.perf_counter() - start}
     else:
-        code, log = _subprocess(["-m", "benchmarks.gpu_trt_probe", str(args.trt_export), str(state.root / "trt.json")],
+        code, log = _subprocess(["-m", f"{PACKAGE}.gpu_trt_probe", str(args.trt_export), str(state.root / "trt.json")],
                                 remaining)
         if code == 0:
             return json.loads((state.root / "trt.json").read_text())
