@@ -59,9 +59,10 @@ def to_drop(wheels: list[Path], installed: dict) -> list[Path]:
 
 def download_command(python: str, folder: Path) -> list[str]:
     version = python.replace(".", "")
+    # Every glibc manylinux tag up to the machine's 2.39 or so (bitsandbytes ships 2_24, onnxruntime 2_27/2_28).
+    platforms = [arg for minor in range(17, 40) for arg in ("--platform", f"manylinux_2_{minor}_x86_64")]
     return [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--implementation", "cp",
-            "--python-version", version, "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
-            "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_27_x86_64", "-d", str(folder),
+            "--python-version", version, *platforms, "--platform", "manylinux2014_x86_64", "-d", str(folder),
             *REQUIREMENTS]
 
 
