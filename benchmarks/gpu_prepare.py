@@ -24,9 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEEL_PARTS = ROOT.parent / "shared" / "tools" / "wheel-parts"
 # What the suite needs beyond the machine's torch/onnx. onnxruntime-gpu 1.31.1 is the CUDA 13 build
 # (FIELD_NOTES.md); it installs the same module as the CPU onnxruntime and shadows it on PYTHONPATH.
-REQUIREMENTS = ("onnxruntime-gpu==1.31.1", "diffusers==0.42.1", "transformers==5.24.0", "safetensors>=0.4",
-                "tokenizers>=0.20", "pillow>=10", "typer>=0.12", "rich>=13", "psutil>=5.9", "numpy>=1.26",
-                "bitsandbytes==0.50.2", "matplotlib>=3.7", "nvidia-ml-py")
+# These two are fetched without their dependencies: bitsandbytes requires torch, which would pull
+# torch and the CUDA wheels (GBs) that the machine already has.
+WITHOUT_DEPS = ("onnxruntime-gpu==1.31.1", "bitsandbytes==0.50.2")
+REQUIREMENTS = ("diffusers==0.42.1", "transformers==5.24.0", "safetensors>=0.4", "tokenizers>=0.20", "pillow>=10",
+                "typer>=0.12", "rich>=13", "psutil>=5.9", "numpy>=1.26", "matplotlib>=3.7", "nvidia-ml-py",
+                # onnxruntime-gpu's own dependencies
+                "flatbuffers", "protobuf", "sympy", "coloredlogs", "packaging")
 NEVER_CARRY = ("torch", "triton", "onnxruntime")  # the machine's own (torch + CUDA) or the CPU build we shadow
 PROBED = ("torch", "onnx", "onnxruntime", "numpy", "diffusers", "transformers", "tokenizers", "safetensors",
           "huggingface_hub", "PIL", "typer", "rich", "psutil", "matplotlib", "bitsandbytes", "pynvml", "yaml",
@@ -57,18 +61,19 @@ def to_drop(wheels: list[Path], installed: dict) -> list[Path]:
     return [w for w in wheels if distribution_of(w) in have and distribution_of(w) not in ("onnxruntime-gpu", "sana-edge")]
 
 
-def download_command(python: str, folder: Path) -> list[str]:
+def download_commands(python: str, folder: Path) -> list[list[str]]:
     version = python.replace(".", "")
     # Every glibc manylinux tag up to the machine's 2.39 or so (bitsandbytes ships 2_24, onnxruntime 2_27/2_28).
     platforms = [arg for minor in range(17, 40) for arg in ("--platform", f"manylinux_2_{minor}_x86_64")]
-    return [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--implementation", "cp",
-            "--python-version", version, *platforms, "--platform", "manylinux2014_x86_64", "-d", str(folder),
-            *REQUIREMENTS]
+    base = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--implementation", "cp",
+            "--python-version", version, *platforms, "--platform", "manylinux2014_x86_64", "-d", str(folder)]
+    return [base + ["--no-deps", *WITHOUT_DEPS], base + list(REQUIREMENTS)]
 
 
 def prepare(probe_record: dict, folder: Path, run=subprocess.run) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    run(download_command(probe_record["python"], folder), check=True)
+    for command in download_commands(probe_record["python"], folder):
+        run(command, check=True)
     # The project itself: pure Python, built here; its `onnxruntime` requirement is satisfied by
     # onnxruntime-gpu's module, so it is installed with --no-deps there (wheel-parts does).
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(folder), str(ROOT)], check=True)
@@ -87,9 +92,11 @@ def device_commands(parts: int) -> list[str]:
                "python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/whl/*.whl && cd - >/dev/null")
     # From /tmp, not the repo root: the installed wheel maps export/ and benchmarks/ into sana_edge.
     suite = ("R=$PWD && cd /tmp && PYTHONPATH=/tmp/site python3 -m sana_edge.benchmarks.gpu_suite "
-             "--results $R/benchmarks/results; code=$?; cp -r $R/benchmarks/results $OUT/; exit $code")
+             "--results $R/benchmarks/results{budget}; code=$?; cp -r $R/benchmarks/results $OUT/; exit $code")
+    # The install shares the first suite command's 10 minutes: a smaller budget there.
     lines.append(f'run(carry=[".whlparts/{parts}"], command="mkdir -p /tmp/whl && cp .whlparts/{parts}/* /tmp/whl/ && '
-                 f'{install} && {suite}")')
+                 f'{install} && {suite.format(budget=" --budget-s 420")}")')
+    suite = suite.format(budget="")
     lines.append(f'run(command="{suite}")   # again, back to back, until it exits 0 (3 = more to do)')
     return lines
 

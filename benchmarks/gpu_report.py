@@ -27,6 +27,7 @@ def _versions() -> dict:
 
 
 def summarize(records: dict, sizes: list[int], backends: list[str]) -> dict:
+    floor = (records.get("floor") or {}).get("step_floor_s") or {}
     """size -> backend -> the row the table shows (None where the case did not run)."""
     cases = {(r["case"]["backend"], r["case"]["size"]): r for r in records.values()
              if r and "case" in r and r.get("status") == "ok"}
@@ -45,7 +46,8 @@ def summarize(records: dict, sizes: list[int], backends: list[str]) -> dict:
                              "planner_estimate_mib": record.get("planner_estimate_mib"),
                              "host_update_s": record.get("host_update_s"),
                              "speedup_total": base["seconds"]["total"] / seconds["total"] if base else None,
-                             "speedup_step": base["seconds"]["step"] / seconds["step"] if base else None}
+                             "speedup_step": base["seconds"]["step"] / seconds["step"] if base else None,
+                             "step_x_floor": seconds["step"] / floor[str(size)] if floor.get(str(size)) else None}
         summary[str(size)] = rows
     return summary
 
@@ -58,18 +60,25 @@ def markdown(result: dict) -> str:
     lines = [f"# GPU suite: {result['model']} on {result['machine']}", "",
              f"`{result['command']}`, {result['settings']['steps']} steps, median of {result['settings']['repeats']}; "
              "memory = NVML used memory of the case's process minus the reading before it (RSS on the CPU stand-in).", "",
-             "| size | backend | text enc. s | step s | decode s | total s | x diffusers bf16 | peak MiB | planner est. MiB | host CFG+solver s/step |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| size | backend | text enc. s | step s | step / floor | decode s | total s | x diffusers bf16 | peak MiB | planner est. MiB | host CFG+solver s/step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for size, rows in result["summary"].items():
         for backend, row in rows.items():
             if row is None:
                 status = result["status"].get(f"{backend}:{size}", "not run")
-                lines.append(f"| {size} | {backend} | {status} | | | | | | | |")
+                lines.append(f"| {size} | {backend} | {status} | | | | | | | | |")
                 continue
             lines.append(f"| {size} | {backend} | {_cell(row['text_encoder_s'])} | {_cell(row['step_s'], '{:.4f}')} | "
+                         f"{_cell(row['step_x_floor'], '{:.1f}x')} | "
                          f"{_cell(row['decode_s'])} | {_cell(row['total_s'])} | {_cell(row['speedup_total'], '{:.2f}x')} | "
                          f"{_cell(row['device_peak_mib'], '{:.0f}')} | {_cell(row['planner_estimate_mib'], '{:.0f}')} | "
                          f"{_cell(row['host_update_s'], '{:.5f}')} |")
+    floor = result["records"].get("floor") or {}
+    if floor.get("gemm_tflops"):
+        lines += ["", f"Compute floor: step FLOPs / the best GEMM rate measured here ({floor['gemm_tflops']:.2f} TFLOP/s)."]
+    if "dry run" in result["machine"]:
+        lines += ["", "Dry run: the tiny model on the CPU provider, torch in fp32 (this CPU has no bf16), no warm-up "
+                  "(times include loading): it checks the suite's code paths, it measures nothing about a GPU."]
     lines += ["", "Goals (issue 18): " + "; ".join(GOALS) + ".", ""]
     if result.get("trt_rtx"):
         lines += ["TensorRT-RTX engine on this GPU: " + str(result["trt_rtx"].get("outcome")), ""]

@@ -8,6 +8,7 @@ The work is a list of items, done in order, each recorded under the state folder
   checkpoint:<model>            random-weight diffusers checkpoint of the full-size architecture
   export:<model>:<precision>    `sana-edge export` of it (fp16 by default)
   case:<backend>:<model>:<size> one measured process (benchmarks.gpu_case)
+  floor                         step FLOPs and the device's measured GEMM rate (the compute floor)
   trt-rtx                       try a TensorRT-RTX engine export carried from elsewhere (--trt-export)
 and at the end the report: JSON, md and PNG in --results (benchmarks/results by default).
 A command stops starting items once --budget-s is spent and exits 3 ("run it again"); a
@@ -67,7 +68,7 @@ def precisions(backends: list[str]) -> list[str]:
 
 def items(args) -> list[str]:
     work = [f"checkpoint:{args.model}"] + [f"export:{args.model}:{p}" for p in precisions(args.backend_list)]
-    work += [f"case:{b}:{args.model}:{s}" for s in args.size_list for b in args.backend_list]
+    work += [f"case:{b}:{args.model}:{s}" for s in args.size_list for b in args.backend_list] + ["floor"]
     return work + (["trt-rtx"] if args.trt_export else [])
 
 
@@ -132,11 +133,16 @@ def run_item(item: str, args, state: State, remaining: float) -> dict:
         code, log = _subprocess(["-m", f"{PACKAGE}.gpu_case", json.dumps(case)], remaining)
         if code == 0:
             return json.loads(out.read_text()) | {"seconds_item": time.perf_counter() - start}
+    elif kind == "floor":
+        out = state.root / "floor.json"
+        code, log = _subprocess(["-m", f"{PACKAGE}.gpu_floor", args.model, args.sizes, args.device, str(out)], remaining)
+        if code == 0:
+            return json.loads(out.read_text()) | {"seconds_item": time.perf_counter() - start}
     else:
         code, log = _subprocess(["-m", f"{PACKAGE}.gpu_trt_probe", str(args.trt_export), str(state.root / "trt.json")],
                                 remaining)
         if code == 0:
-            return json.loads((state.root / "trt.json").read_text())
+            return json.loads((state.root / "trt.json").read_text()) | {"seconds_item": time.perf_counter() - start}
     status = "interrupted" if code is None else ("ok" if code == 0 else "failed")
     return {"status": status, "seconds_item": time.perf_counter() - start, "log_tail": "" if code == 0 else log}
 

@@ -26,7 +26,7 @@ def test_prepare_downloads_for_the_probed_python_and_drops_what_the_machine_has(
 
     def fake_run(command, check):
         commands.append(command)
-        if "download" in command:
+        if "download" in command and "--no-deps" not in command:
             for name in ("onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_27_x86_64.whl", "diffusers-0.42.1-py3-none-any.whl",
                          "numpy-2.3.0-cp312-cp312-manylinux_2_28_x86_64.whl", "torch-2.11.0-cp312-none-any.whl",
                          "Typing_Extensions-4.15.0-py3-none-any.whl"):
@@ -37,8 +37,10 @@ def test_prepare_downloads_for_the_probed_python_and_drops_what_the_machine_has(
     probe = {"python": "3.12", "installed": {"numpy": "2.3.0", "typing-extensions": "4.15.0", "sana-edge": "0.0.1"}}
     dropped = gpu_prepare.prepare(probe, tmp_path, run=fake_run)
     assert commands[0][commands[0].index("--python-version") + 1] == "312"
-    assert "onnxruntime-gpu==1.31.1" in commands[0] and "bitsandbytes==0.50.2" in commands[0]
-    assert "--no-deps" in commands[1]
+    assert "--no-deps" in commands[0] and "onnxruntime-gpu==1.31.1" in commands[0] and "bitsandbytes==0.50.2" in commands[0]
+    assert "diffusers==0.42.1" in commands[1] and "--no-deps" not in commands[1], "light requirements bring their deps"
+    assert "bitsandbytes==0.50.2" not in commands[1], "bitsandbytes' torch dependency would pull GBs of CUDA wheels"
+    assert "--no-deps" in commands[2] and "wheel" in commands[2]
     assert sorted(w.name.split("-")[0] for w in dropped) == ["Typing_Extensions", "numpy", "torch"]
     kept = sorted(p.name.split("-")[0] for p in tmp_path.glob("*.whl"))
     assert kept == ["diffusers", "onnxruntime_gpu", "sana_edge"], "our wheel and onnxruntime-gpu always travel"

@@ -36,6 +36,9 @@ def test_dry_run_measures_every_case_and_writes_the_report(tmp_path, tiny_checkp
     assert rows["torch-nf4"] is None and "needs a GPU" in report["status"]["torch-nf4:64"]
     assert rows["ort-cuda-fp32"]["planner_estimate_mib"] > 0 and rows["ort-cuda-fp32"]["host_update_s"] > 0
     assert rows["ort-cuda-fp32"]["speedup_total"] > 0, "ratios against the diffusers row of the same run"
+    floor = report["records"]["floor"]
+    assert floor["gemm_tflops"] > 0 and floor["step_flops"]["64"] > 0
+    assert rows["ort-cuda-fp32"]["step_x_floor"] == rows["ort-cuda-fp32"]["step_s"] / floor["step_floor_s"]["64"]
     records = [r for r in report["records"].values() if r and r.get("status") == "ok" and "case" in r]
     assert all(r["output_finite"] for r in records)
     assert "| 64 | ort-cuda-fp32 |" in (results / "gpu-dry-run-cpu.md").read_text()
@@ -56,7 +59,7 @@ def test_items_are_ordered_and_backends_checked():
     args = gpu_suite.parse_args(["--sizes", "512,1024", "--backends", "torch-bf16,ort-cuda-int4-graph"])
     assert gpu_suite.items(args) == ["checkpoint:sana-0.6b", "export:sana-0.6b:int4",
                                      "case:torch-bf16:sana-0.6b:512", "case:ort-cuda-int4-graph:sana-0.6b:512",
-                                     "case:torch-bf16:sana-0.6b:1024", "case:ort-cuda-int4-graph:sana-0.6b:1024"]
+                                     "case:torch-bf16:sana-0.6b:1024", "case:ort-cuda-int4-graph:sana-0.6b:1024", "floor"]
     assert args.device == "cuda" and str(args.state) == "/tmp/sana-gpu-suite"
     import pytest
 
