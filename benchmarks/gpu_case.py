@@ -98,7 +98,12 @@ class OrtCudaCase:
         options = {"backend": "ort-cuda", "device": case["device"], "cuda_graph": case["backend"].endswith("-graph")}
         # One pipeline as `sana-edge run` makes one image (the planner releases each stage: its
         # per-stage peaks are the memory goal's figure), one kept loaded for steady-state latency.
-        self.cold = SanaEdgePipeline.from_export(case["export"], keep_loaded=False, **options)
+        budget = None
+        if case.get("max_memory"):
+            from sana_edge.memory import parse_bytes
+
+            budget = parse_bytes(case["max_memory"])
+        self.cold = SanaEdgePipeline.from_export(case["export"], keep_loaded=False, max_memory=budget, **options)
         self.warm = SanaEdgePipeline.from_export(case["export"], keep_loaded=True, **options)
         self.first = None
 

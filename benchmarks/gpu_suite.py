@@ -46,6 +46,7 @@ def parse_args(argv):
     p.add_argument("--budget-s", type=float, default=540.0, help="stop starting items after this (a command < 10 min)")
     p.add_argument("--state", type=Path, default=None, help="state folder (default /tmp/sana-gpu-suite[-dry])")
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--max-memory", default=None, help="ort-cuda cases plan within this budget, e.g. 4GB (the memory goal)")
     p.add_argument("--trt-export", type=Path, default=None, help="a TensorRT-RTX export made elsewhere, to try here")
     p.add_argument("--dry-run", action="store_true", help="tiny model, CPU provider, 64 px, 2 steps, 1 run")
     args = p.parse_args(argv)
@@ -68,7 +69,8 @@ def precisions(backends: list[str]) -> list[str]:
 
 def items(args) -> list[str]:
     work = [f"checkpoint:{args.model}"] + [f"export:{args.model}:{p}" for p in precisions(args.backend_list)]
-    work += [f"case:{b}:{args.model}:{s}" for s in args.size_list for b in args.backend_list] + ["floor"]
+    budget = f"@{args.max_memory}" if args.max_memory else ""  # a budgeted case is another item
+    work += [f"case:{b}:{args.model}:{s}{budget}" for s in args.size_list for b in args.backend_list] + ["floor"]
     return work + (["trt-rtx"] if args.trt_export else [])
 
 
@@ -126,8 +128,9 @@ def run_item(item: str, args, state: State, remaining: float) -> dict:
     elif kind == "case":
         backend, model, size = rest
         out = state.root / "cases" / (item.replace(":", "__") + ".json")
-        case = {"backend": backend, "model": model, "size": int(size), "steps": args.steps, "repeats": args.repeats,
-                "warmup": args.warmup, "device": args.device, "checkpoint": str(state.checkpoint(model)),
+        case = {"backend": backend, "model": model, "size": int(size.split("@")[0]), "steps": args.steps,
+                "repeats": args.repeats, "warmup": args.warmup, "device": args.device, "max_memory": args.max_memory,
+                "checkpoint": str(state.checkpoint(model)),
                 "export": str(state.export(model, backend.split("-")[2])) if backend.startswith("ort") else None,
                 "out": str(out)}
         code, log = _subprocess(["-m", f"{PACKAGE}.gpu_case", json.dumps(case)], remaining)

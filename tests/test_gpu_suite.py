@@ -61,6 +61,8 @@ def test_items_are_ordered_and_backends_checked():
                                      "case:torch-bf16:sana-0.6b:512", "case:ort-cuda-int4-graph:sana-0.6b:512",
                                      "case:torch-bf16:sana-0.6b:1024", "case:ort-cuda-int4-graph:sana-0.6b:1024", "floor"]
     assert args.device == "cuda" and str(args.state) == "/tmp/sana-gpu-suite"
+    goal = gpu_suite.parse_args(["--backends", "ort-cuda-int4", "--sizes", "1024", "--max-memory", "4GB"])
+    assert "case:ort-cuda-int4:sana-0.6b:1024@4GB" in gpu_suite.items(goal), "a budgeted case is its own item"
     import pytest
 
     with pytest.raises(SystemExit):
