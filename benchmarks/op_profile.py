@@ -27,9 +27,8 @@ OVERHEAD_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "
                 "Cast", "Concat", "Split", "Slice", "Unsqueeze", "Squeeze", "Expand"}
 
 
-def profile_component(export: Path, component: str, size: int, runs: int, threads: int) -> dict:
-    import onnxruntime as ort
-
+def component_feeds(export: Path, component: str, size: int) -> tuple:
+    """(manifest, the declared sample inputs of `component` at `size` px, batch 2 as with CFG)."""
     from sana_edge.components import COMPONENTS, sample_inputs
     from sana_edge.manifest import load_manifest
 
@@ -38,7 +37,35 @@ def profile_component(export: Path, component: str, size: int, runs: int, thread
     latent = size // manifest.model.vae_scale_factor
     dims = {**manifest.model.dims(), "latent_height": latent, "latent_width": latent, "batch": 2,
             "caption_length": manifest.model.max_sequence_length, "sequence": manifest.model.max_sequence_length}
-    feeds = sample_inputs(spec, dims, seed=0)
+    return manifest, sample_inputs(spec, dims, seed=0)
+
+
+def interleaved_walls(exports: list[Path], component: str, size: int, runs: int, threads: int) -> list[float]:
+    """Median wall ms per export, runs interleaved (A, B, A, B, ...) so machine load hits all alike."""
+    import onnxruntime as ort
+
+    loaded = []
+    for export in exports:
+        manifest, feeds = component_feeds(export, component, size)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(manifest.component_path(component)), options,
+                                       providers=["CPUExecutionProvider"])
+        session.run(None, feeds)  # warm-up
+        loaded.append((session, feeds))
+    walls: list[list[float]] = [[] for _ in loaded]
+    for _ in range(runs):
+        for index, (session, feeds) in enumerate(loaded):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            walls[index].append(time.perf_counter() - start)
+    return [round(statistics.median(w) * 1000, 1) for w in walls]
+
+
+def profile_component(export: Path, component: str, size: int, runs: int, threads: int) -> dict:
+    import onnxruntime as ort
+
+    manifest, feeds = component_feeds(export, component, size)
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.enable_profiling = True
@@ -82,6 +109,10 @@ def markdown(result: dict) -> str:
              f"{result['onnxruntime']}, {result['runs']} profiled runs after a warm-up, kernel time per run; "
              f"1-minute load average {result['machine']['load_average_1m']} (other work on the machine inflates "
              "every op alike).", ""]
+    first = next(iter(result["exports"].values()))["interleaved_median_ms"]
+    lines += ["Without the profiler, runs interleaved across exports: " + ", ".join(
+        f"{name} {p['interleaved_median_ms']:.0f} ms ({p['interleaved_median_ms'] / first:.2f}x)"
+        for name, p in result["exports"].items()) + ".", ""]
     for name, profile in result["exports"].items():
         lines += [f"## {name}: median {profile['median_wall_ms']:.0f} ms per step, {profile['total_ms']:.0f} ms of kernel time; Q/DQ, layout and copy ops "
                   f"{profile['overhead_ms']:.0f} ms ({profile['overhead_share']:.0%})", "",
@@ -112,6 +143,9 @@ def main(argv=None) -> int:
         label = f"{export.name} ({load_manifest(export).precision})"
         exports[label] = profile_component(export, args.component, args.size, args.runs, args.threads)
         print(f"{label}: {exports[label]['total_ms']:.0f} ms", flush=True)
+    medians = interleaved_walls(args.exports, args.component, args.size, args.runs, args.threads)
+    for (label, profile), median in zip(exports.items(), medians):
+        profile["interleaved_median_ms"] = median
     result = {"component": args.component, "size": args.size, "runs": args.runs, "onnxruntime": ort.__version__,
               "machine": {"cpu": cpu_model(), "isa": cpu_isa(), "load_average_1m": round(os.getloadavg()[0], 2)},
               "exports": exports}
