@@ -102,4 +102,8 @@ MID_GEMMA2 = dict(GEMMA2_2B, vocab_size=1024, num_hidden_layers=2)
 PRESETS = {
     "tiny": dict(transformer=TINY_TRANSFORMER, vae=TINY_DCAE, text_encoder=TINY_GEMMA2),
     "mid": dict(transformer=MID_TRANSFORMER, vae=TINY_DCAE, text_encoder=MID_GEMMA2),
+    # Full-size architectures with random weights (benchmarks.gpu_suite builds them on the GPU machine).
+    "sana-0.6b": dict(transformer=SANA_600M_TRANSFORMER, vae=DCAE_F32C32, text_encoder=GEMMA2_2B),
+    "sana-1.6b": dict(transformer=SANA_1600M_TRANSFORMER, vae=DCAE_F32C32, text_encoder=GEMMA2_2B),
 }
+TOKENIZER_VOCAB = 1024  # the trained tokenizer's pieces; a larger embedding table just has unused rows

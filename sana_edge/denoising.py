@@ -58,6 +58,21 @@ class FlowDenoiser:
             velocity = velocity[:, : self.model.latent_channels]
         return velocity
 
+    def _bound_predictor(self, embeds, mask):
+        """With a session that offers IO binding (ort-cuda): the caption goes to the device once
+        and each step moves only latents, timestep and the output; None otherwise."""
+        step = self._session(self.graph.name)
+        if not hasattr(step, "bound_steps"):
+            return None
+        bound = step.bound_steps(self._session(CAPTION_KV.name) if self.split else None)
+        bound.set_caption(embeds, mask)
+
+        def predict(latents, timestep):
+            feeds = self.feeds(latents, embeds, mask, timestep, caption={})
+            return bound.run(feeds["latents"], feeds["timestep"])
+
+        return predict
+
     def timesteps(self, steps: int) -> np.ndarray:
         return FlowDPMSolver.from_diffusers_config(self.scheduler_config).set_timesteps(steps)
 
@@ -65,9 +80,12 @@ class FlowDenoiser:
         """Sample from `latents`; `on_step(done, total, latents)` is called after every step."""
         solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
         timesteps = solver.set_timesteps(steps)
-        caption = self.caption(embeds, mask)
+        predict = self._bound_predictor(embeds, mask)
+        if predict is None:
+            caption = self.caption(embeds, mask)
+            predict = lambda latents, t: self.predict(latents, embeds, mask, t, caption)  # noqa: E731
         for i, t in enumerate(timesteps):
-            output = self.predict(latents, embeds, mask, t, caption)
+            output = predict(latents, t)
             latents = solver.step(self.velocity(output, guidance_scale), latents)
             if on_step:
                 on_step(i + 1, len(timesteps), latents)

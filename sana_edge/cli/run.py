@@ -30,7 +30,9 @@ def run(
     latents: Optional[Path] = typer.Option(None, help=".npy file with the initial noise (1, C, H/32, W/32)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
     backend: str = typer.Option("auto", help="auto (OpenVINO for a --target openvino export, TensorRT when the export "
-                                "has engines and a GPU is here, else ONNX Runtime), onnxruntime, openvino or tensorrt."),
+                                "has engines and a GPU is here, ONNX Runtime on the GPU (ort-cuda) with onnxruntime-gpu "
+                                "and a GPU, else ONNX Runtime on the CPU), onnxruntime, ort-cuda, openvino or tensorrt."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="ort-cuda: capture the denoising step as a CUDA graph."),
     device: Optional[str] = typer.Option(
         None, help="OpenVINO device: CPU, GPU, NPU or AUTO (with --backend openvino; default CPU)."),
     max_memory: Optional[str] = typer.Option(
@@ -68,6 +70,8 @@ def run(
         except ValueError as exc:
             raise UserError(f"--max-memory: {exc}") from None
     options = {"device": device} if device is not None else {}
+    if cuda_graph:
+        options["cuda_graph"] = True
     with warnings.catch_warnings(record=True) as at_load:  # e.g. auto not using engines this GPU cannot run
         warnings.simplefilter("always", UserWarning)
         pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
