@@ -25,6 +25,7 @@ class ExportOptions:
     quant: object = None  # sana_edge.quant.configs.QuantSettings (int8/int4); None: defaults
     calibration: object = None  # sana_edge.quant.configs.Calibration (int8); None: defaults
     engines: object = None  # sana_edge.export.engine.EngineRange: also build TensorRT engines
+    allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): only when the user says so
 
 
 @dataclass
@@ -56,7 +57,7 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
 
         flavor = import_tensorrt()  # fail before any work when no TensorRT is installed
         options.engines.check(32)
-    source = resolve_checkpoint(options.checkpoint)
+    source = resolve_checkpoint(options.checkpoint, options.allow_pickle)
     check_out_dir(Path(options.out_dir), options.force, source=source)
     job = ExportJob(options, source, flavor=flavor)
     if options.precision in ("int8", "int4"):
@@ -74,7 +75,11 @@ def _prepare_quantization(job: ExportJob, log) -> None:
         raise UserError("TensorRT engines need graphs quantized for TensorRT; pass --target tensorrt (or omit --target)")
     defaults_file = source / CHECKPOINT_QUANT_DEFAULTS
     if defaults_file.is_file() and settings.text_encoder_bits is None:
-        asked = _read_json(defaults_file).get(options.precision, {}).get("text_encoder_bits")
+        asked = _read_json(defaults_file).get(options.precision) or {}
+        asked = asked.get("text_encoder_bits") if isinstance(asked, dict) else None
+        if asked is not None and (isinstance(asked, bool) or asked not in (4, 8)):
+            raise UserError(f"{defaults_file} asks for text_encoder_bits={asked!r}; it must be 4 or 8: fix the file "
+                            "or pass --text-encoder-bits")
         if asked:
             settings = dataclasses.replace(settings, text_encoder_bits=int(asked))
             log(f"text encoder at {asked} bits: the checkpoint asks for it ({defaults_file.name}); "

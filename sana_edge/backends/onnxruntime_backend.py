@@ -26,6 +26,7 @@ class OrtSession:
     def __init__(self, path: Path, providers: list[str], threads: int | None = None, memory_arena: bool = True):
         import onnxruntime as ort
 
+        self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = self.memory_arena = memory_arena
@@ -42,7 +43,15 @@ class OrtSession:
         self.providers = self._session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        inputs = {k: feeds[k] for k in self.input_names}
+        try:
+            outputs = self._session.run(self.output_names, inputs)
+        except Exception as exc:  # onnxruntime's own types: a graph whose shapes disagree with the manifest
+            if isinstance(exc, MemoryError) or "bad_alloc" in str(exc) or "allocat" in str(exc).lower():
+                raise MemoryError(str(exc)) from None
+            reason = " ".join(str(exc).split())[:200]
+            raise UserError(f"onnxruntime failed running {self.path.name} ({type(exc).__name__}: {reason}); the graph "
+                            "does not fit the export's manifest: re-export with `sana-edge export CHECKPOINT -o DIR`") from None
         return dict(zip(self.output_names, outputs))
 
     def close(self) -> None:
