@@ -27,7 +27,7 @@ def check_out_dir(out_dir: Path, force: bool, source: Path | None = None) -> Non
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output '{out_dir}' is a file; choose a folder path for -o")
-    for ancestor in out_dir.absolute().parents:
+    for ancestor in out_dir.parents:
         if ancestor.exists() and not ancestor.is_dir():
             raise UserError(f"output '{out_dir}': '{ancestor}' is a file, not a folder; choose another -o")
     resolved = out_dir.resolve()

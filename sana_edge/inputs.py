@@ -51,7 +51,7 @@ def check_output_folder(path: Path, flag: str) -> None:
     path = Path(path)
     if in_system_folder(path):
         raise UserError(f"{flag} '{path}' is inside a system folder ({', '.join(SYSTEM_FOLDERS)}); choose a normal folder")
-    for candidate in (path, *path.absolute().parents):
+    for candidate in (path, *path.parents):
         if candidate.exists():
             if not candidate.is_dir():
                 raise UserError(f"{flag} '{path}': '{candidate}' is a file, not a folder; choose another path")
