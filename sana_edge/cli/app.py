@@ -68,6 +68,9 @@ def require_extra(extra: str, modules: tuple[str, ...]) -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
+            interrupt = interruption(exc)
+            if interrupt is not None:  # Ctrl-C while a C extension initialised: not a missing extra
+                raise interrupt from None
             missing = getattr(exc, "name", None) or module
             raise UserError(f"this command needs the '{extra}' extra ({missing} is missing); "
                             f"install it with: pip install 'sana-edge[{extra}]'") from None
@@ -83,6 +86,18 @@ def _usage_message(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "sana-edge"
     return f"error: {message}; see `{where} --help`"
+
+
+def interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM behind `exc`, if any: a signal that lands while a C extension
+    initialises (onnxruntime, torch) comes out as an ImportError caused by it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _on_signal(signum, frame):
@@ -129,24 +144,33 @@ def main(argv: list[str] | None = None) -> int:
             raise exc.__cause__ from None
         print("error: interrupted; nothing was written", file=sys.stderr)
         return EXIT_SIGINT
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_SIGINT
-    except Terminated as exc:
-        name = signal.Signals(exc.args[0]).name if exc.args else "SIGTERM"
-        print(f"error: terminated ({name}); nothing was written", file=sys.stderr)
-        return 128 + (exc.args[0] if exc.args else signal.SIGTERM)
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _interrupted(exc)
     except (OSError, MemoryError) as exc:  # the disk, permissions, memory: the machine, not a bug
         if os.environ.get("SANA_EDGE_TRACEBACK"):
             raise
         print(f"error: {_environment_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        interrupt = interruption(exc)
+        if interrupt is None:
+            raise
+        return _interrupted(interrupt)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if isinstance(result, int) and result == EXIT_SIGINT:  # typer turns Ctrl-C into Exit(130)
         print("error: interrupted; nothing was written", file=sys.stderr)
     return result if isinstance(result, int) else 0
+
+
+def _interrupted(exc: BaseException) -> int:
+    if isinstance(exc, Terminated):
+        signum = exc.args[0] if exc.args else signal.SIGTERM
+        print(f"error: terminated ({signal.Signals(signum).name}); nothing was written", file=sys.stderr)
+        return 128 + signum
+    print("error: interrupted; nothing was written", file=sys.stderr)
+    return EXIT_SIGINT
 
 
 def _environment_message(exc: BaseException) -> str:
