@@ -213,6 +213,9 @@ class SanaEdgePipeline:
             return GenerationResult(None, latents, seed, timings, memory, plan)
         image = self._stage(DECODER.name, plan, timings, memory, lambda: self.decode(latents, plan.decoder_tile))
         check_finite("the decoded image", image, _BROKEN_GRAPHS)
+        if image.shape[-2:] != (run.height, run.width):  # the manifest's vae_scale_factor is not the graph's
+            raise UserError(f"the decoder made a {image.shape[-1]}x{image.shape[-2]} image for {run.width}x{run.height} "
+                            f"px; the export's manifest does not match its graphs: re-run `sana-edge export`")
         return GenerationResult(to_pil(image), latents, seed, timings, memory, plan)
 
     def __call__(self, prompt: str, **kwargs):
