@@ -150,6 +150,13 @@ def test_run_output_refused_before_loading(sandbox, output, needles):
     sandbox.refused("run", "a fox", "-m", "no-such-export", "-o", output, *RUN, needles=needles)
 
 
+@pytest.mark.parametrize("content,needles", [(None, ("is a folder",)), (b"a \xff fox\n", ("not UTF-8",))])
+def test_eval_prompt_file_that_is_not_text(sandbox, content, needles):
+    prompts = sandbox.work / "prompts.txt"
+    prompts.mkdir() if content is None else prompts.write_bytes(content)
+    sandbox.refused("eval", "a", "b", "--prompts", "prompts.txt", needles=("prompts file", *needles))
+
+
 def test_model_that_is_a_file(sandbox):
     sandbox.refused("run", "a fox", "-m", "/etc/passwd", *RUN, needles=("is a file, not an export folder",))
 

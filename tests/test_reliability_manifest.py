@@ -136,6 +136,7 @@ STRUCTURE = {
     "files-a-list": (lambda d: _set(d, "files", ["tokenizer/tokenizer.json"]), ("'files' is not a map",)),
     "path-with-nul": (lambda d: _set(d, "components", "transformer", "file", "trans\0former.onnx"), ("not a relative path",)),
     "engines-garbage": (lambda d: _set(d, "engines", {"flavor": ["tensorrt"]}), ("flavor",)),
+    "vae-factor-not-the-graphs": (lambda d: _set(d, "model", "vae_scale_factor", 16), ("decoder made a 128x128 image",)),
 }
 
 
