@@ -28,6 +28,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The vector extensions the ONNX Runtime kernels can use here, e.g. 'AVX2, AVX-512, VNNI'."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    found = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"),
+                                     ("avx_vnni", "AVX-VNNI"), ("amx_int8", "AMX")) if flag in flags]
+    return ", ".join(found) or "no AVX2"
+
+
 def gpu_model() -> str | None:
     """The first NVIDIA GPU's name, without importing torch (nvidia-smi), or None."""
     import shutil

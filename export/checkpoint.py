@@ -205,4 +205,7 @@ def model_values(pipe):
         decoder_block_out_channels=tuple(int(c) for c in vae.decoder_block_out_channels),
         transformer_inner_dim=int(transformer.num_attention_heads * transformer.attention_head_dim),
         mlp_ratio=float(transformer.mlp_ratio),
+        transformer_layers=int(transformer.num_layers),
+        cross_attention_heads=int(transformer.num_cross_attention_heads or 1),
+        cross_attention_head_dim=int(transformer.cross_attention_head_dim or 1),
     )

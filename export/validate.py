@@ -26,7 +26,8 @@ def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dic
         feeds = sample_inputs(spec, {**dims, **binding}, seed=index + 1)
         with torch.no_grad():
             expected = module(*(torch.from_numpy(feeds[n]) for n in spec.input_names))
-        references.append((binding, feeds, {spec.output_names[0]: expected.float().numpy()}))
+        outputs = expected if isinstance(expected, (tuple, list)) else (expected,)
+        references.append((binding, feeds, {n: o.float().numpy() for n, o in zip(spec.output_names, outputs)}))
     return references
 
 

@@ -40,6 +40,10 @@ class ModelValues:
     decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     transformer_inner_dim: int = 1152
     mlp_ratio: float = 2.5
+    # Shapes of the caption K/V the split transformer graphs exchange (sana_edge.components).
+    transformer_layers: int = 28
+    cross_attention_heads: int = 16
+    cross_attention_head_dim: int = 72
 
     @property
     def default_size(self) -> int:
@@ -53,7 +57,9 @@ class ModelValues:
     def dims(self) -> dict:
         """Model dimensions that bind the fixed named axes of the component declarations."""
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
-                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size}
+                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
+                "transformer_layers": self.transformer_layers, "cross_attention_heads": self.cross_attention_heads,
+                "cross_attention_head_dim": self.cross_attention_head_dim}
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -81,14 +87,17 @@ _BOUNDS = {
     "vae_scaling_factor": (1e-6, 1e6), "sample_size": (1, 1024), "max_sequence_length": (2, 4096),
     "timestep_scale": (1e-6, 1e6), "caption_channels": (1, 1 << 16), "vocab_size": (1, 1 << 24),
     "flow_shift": (1e-6, 1e6), "decoder_block_out_channels": (1, 1 << 16), "transformer_inner_dim": (1, 1 << 20),
-    "mlp_ratio": (1e-3, 1e3),
+    "mlp_ratio": (1e-3, 1e3), "transformer_layers": (1, 1024), "cross_attention_heads": (1, 1024),
+    "cross_attention_head_dim": (1, 4096),
 }
+# Fields added later without a bound of their own: positive and not absurd.
+_DEFAULT_BOUNDS = {"int": (1, 1 << 20), "float": (1e-6, 1e6), "tuple[int, ...]": (1, 1 << 20)}
 _MAX_INSTRUCTION_CHARS = 100_000
 
 
 def _typed(name: str, kind: str, value, where: str):
     """Convert a JSON value to the field's declared type, refusing what does not fit or is out of range."""
-    low, high = _BOUNDS.get(name, (None, None))
+    low, high = _BOUNDS.get(name) or _DEFAULT_BOUNDS.get(kind, (None, None))
     label = kind.replace("tuple[", "list of ").replace(", ...]", "s").rstrip("]")
     bad = UserError(f"{where}: model value {name}={_short(value)} is not a valid {label}"
                     + (f" within {low}..{high}" if low is not None else "") + f"; {REEXPORT}")
@@ -165,6 +174,7 @@ class Manifest:
     root: Path
     data: dict
     model: ModelValues
+    verified: bool = False  # every file's sha256 was checked when it was loaded
 
     @property
     def precision(self) -> str:
@@ -241,7 +251,7 @@ def _is_sha256(value) -> bool:
 
 def _check_structure(data, path: Path) -> None:
     """The manifest's shape, before any value of it is used: one line naming the first defect."""
-    from .components import COMPONENTS
+    from .components import SINGLE_GRAPH, SPLIT_GRAPH, TRANSFORMER_STEP
 
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a sana-edge manifest (a JSON object); {REEXPORT}")
@@ -254,7 +264,8 @@ def _check_structure(data, path: Path) -> None:
     components = data.get("components")
     if not isinstance(components, dict) or not components:
         raise UserError(f"{path} lists no components; {REEXPORT}")
-    missing = [name for name in COMPONENTS if name not in components]
+    layout = SPLIT_GRAPH if TRANSFORMER_STEP.name in components else SINGLE_GRAPH  # as the pipeline picks
+    missing = [name for name in layout if name not in components]
     if missing:
         raise UserError(f"{path} lacks the component(s) {', '.join(missing)}; {REEXPORT}")
     for name, entry in components.items():
@@ -291,7 +302,10 @@ def _check_hash_map(value, where: str) -> None:
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
-    """Read and check an export folder. `verify` also checks every file's sha256."""
+    """Read and check an export folder. `verify` also checks every file's sha256 (remembered while
+    a file is unchanged: sana_edge.file_digests)."""
+    from .file_digests import cached_sha256
+
     root = Path(root)
     path = root / MANIFEST_NAME
     if not root.exists():
@@ -316,6 +330,7 @@ def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
         file = manifest.path(rel)
         if not file.is_file():
             raise UserError(f"export folder '{root}' is missing {rel}; {REEXPORT} (or copy the whole folder)")
-        if verify and sha256_file(file) != digest:
+        if verify and cached_sha256(file) != digest:
             raise UserError(f"{rel} in '{root}' does not match the sha256 in {MANIFEST_NAME} (corrupt or modified); {REEXPORT}")
+    manifest.verified = verify
     return manifest

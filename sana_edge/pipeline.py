@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import get_backend
 from .checks import MEMORY_BUDGET, check_finite, check_generation, check_image_side, check_initial_latents, check_text
-from .components import DECODER, TEXT_ENCODER, TRANSFORMER
+from .components import DECODER, STAGES, TEXT_ENCODER, TRANSFORMER, TRANSFORMER_STEP
 from .denoising import FlowDenoiser
 from .errors import UserError
 from .image_io import to_pil
@@ -53,7 +53,9 @@ class GenerationResult:
 
 
 class SanaEdgePipeline:
-    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool = False):
+    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool | None = None):
+        """`keep_loaded`: None (default) keeps sessions loaded across calls when the memory plan fits
+        them all, True asks for it (noted when it does not fit), False releases each stage after use."""
         if max_memory is not None:
             MEMORY_BUDGET.check("max_memory (bytes)", max_memory)
         self.manifest = manifest
@@ -68,7 +70,8 @@ class SanaEdgePipeline:
         self.scheduler_config = manifest.scheduler_config
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
         try:
-            self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session)
+            self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session,
+                                         split=TRANSFORMER_STEP.name in manifest.components)
         except (TypeError, ValueError, KeyError) as exc:  # a config value of the wrong type
             raise UserError(f"the export's scheduler config is not valid ({_reason(exc)}); re-run `sana-edge export`") from None
         self._sessions: dict = {}
@@ -76,7 +79,7 @@ class SanaEdgePipeline:
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
-                    max_memory: int | None = None, keep_loaded: bool = False, **backend_options):
+                    max_memory: int | None = None, keep_loaded: bool | None = None, **backend_options):
         manifest = load_manifest(export_dir, verify=verify)
         return cls(manifest, get_backend(backend, manifest=manifest, **backend_options), max_memory, keep_loaded)
 
@@ -105,9 +108,13 @@ class SanaEdgePipeline:
     def plan(self, height: int, width: int) -> MemoryPlan:
         """The memory plan for one run at this size (see sana_edge.planner)."""
         budget = self.max_memory or self.backend.memory_budget()
+        sizes = self.backend.stage_bytes(self.manifest)
+        # Sessions kept from an earlier call are already in the memory in use: count them once.
+        component_bytes = sizes.bytes if hasattr(sizes, "bytes") else sizes
+        loaded = sum(int(component_bytes.get(name, 0)) for name in self._sessions)
         return plan_memory(
-            self.manifest.model, self.backend.stage_bytes(self.manifest), height, width, budget,
-            keep_loaded=self.keep_loaded, base=self.backend.memory_in_use(),
+            self.manifest.model, sizes, height, width, budget,
+            keep_loaded=self.keep_loaded, base=max(0, self.backend.memory_in_use() - loaded),
             max_tile=self.backend.max_decoder_tile(self.manifest), text_length=self.tokenizer.text_encoder_length,
         )
 
@@ -152,7 +159,8 @@ class SanaEdgePipeline:
         with PeakMemory(read) as peak:
             result = work()
             if not plan.keep_loaded:
-                self.release(name)
+                for component in STAGES[name]:
+                    self.release(component)
         timings[name if name != DECODER.name else "decode"] = time.perf_counter() - start
         memory[name] = peak.peak
         return result

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .components import COMPONENTS
+from .components import COMPONENTS, stage_of
 from .errors import UserError
 from .memory import format_bytes
 
@@ -66,13 +66,22 @@ def activation_bytes(stage: str, model, height_px: int, width_px: int, text_leng
     return COMPONENTS[stage].activation_bytes(model, height_px, width_px, text_length)
 
 
+def stage_totals(component_bytes: dict) -> dict:
+    """Component bytes summed per pipeline stage (the split transformer's two graphs are one stage)."""
+    totals: dict = {}
+    for component, size in component_bytes.items():
+        stage = stage_of(component)
+        totals[stage] = totals.get(stage, 0) + int(size)
+    return totals
+
+
 def _stage_needs(model, sizes: StageSizes, height: int, width: int, base: int, text_length: int):
     """(need per stage at this size, decoder need as a function of the tile)."""
     factor = model.vae_scale_factor
     if sizes.engines:
-        need = {stage: base + int(b) for stage, b in sizes.bytes.items()}
+        need = {stage: base + b for stage, b in stage_totals(sizes.bytes).items()}
         return need, lambda tile: need["vae_decoder"]
-    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in sizes.bytes.items()}
+    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in stage_totals(sizes.bytes).items()}
     need["text_encoder"] += activation_bytes("text_encoder", model, height, width, text_length)
     need["transformer"] += activation_bytes("transformer", model, height, width)
     decoder_base = need["vae_decoder"]
@@ -106,14 +115,16 @@ def tile_candidates(latent_h: int, latent_w: int, max_tile: int | None, min_tile
     return ([None] if fits_whole else []) + tiles
 
 
-def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool = False,
+def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool | None = False,
                 base: int = 0, max_tile: int | None = None, text_length: int = 300) -> MemoryPlan:
     """Choose residency and decoder tile for a `height` x `width` px run within `budget` bytes.
 
     `weights`: stage -> bytes of its graph (or a backend's `StageSizes`); `base`: memory in use
     before any stage loads (the Python process on CPU, the CUDA context on GPU); `max_tile`: the
     largest decoder input the engine's profile allows (latent positions), None when any size runs.
-    Raises UserError, before any work, when no plan fits the budget or the engine profile.
+    `keep_loaded`: True keeps every stage loaded when they fit (a note when not), False releases
+    each stage after it runs (the lowest peak: one image, nothing to reuse), None keeps them when
+    they fit. Raises UserError, before any work, when no plan fits the budget or the engine profile.
     """
     sizes = weights if isinstance(weights, StageSizes) else StageSizes(dict(weights))
     factor = model.vae_scale_factor
@@ -136,10 +147,18 @@ def plan_memory(model, weights, height: int, width: int, budget: int, keep_loade
         raise UserError(_over_budget("decoder", decoder_need(candidates[-1]), budget, sizes.engines, where))
     need["vae_decoder"] = decoder_need(tile)
     plan = MemoryPlan(budget, False, tile, need, base)
-    if sizes.engines and not keep_loaded:
-        # Reloading an engine recompiles its kernels: keep them when they all fit, silently otherwise.
-        plan.keep_loaded = plan.resident_peak <= budget
-        return plan
+    fits = plan.resident_peak <= budget
+    if keep_loaded is None or sizes.engines:
+        # Default: keep every stage loaded across images when they all fit (session creation
+        # costs more than a small image's inference), release stage by stage otherwise. Engines
+        # always follow this rule: reloading one recompiles its kernels.
+        plan.keep_loaded = fits
+    elif keep_loaded:
+        plan.keep_loaded = fits
+        if not fits:
+            plan.notes.append(f"--keep-loaded ignored: all stages together need about "
+                              f"{format_bytes(plan.resident_peak)}, over the {format_bytes(budget)} budget")
+    return plan
     if keep_loaded:
         plan.keep_loaded = plan.resident_peak <= budget
         resident = plan.resident_peak

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+
+def pytest_configure(config):
+    # The suite's caches (digests, optimized graphs, engines, the built-in export) go to a fresh
+    # folder, never the user's ~/.cache/sana-edge; subprocesses inherit it.
+    os.environ["SANA_EDGE_CACHE"] = tempfile.mkdtemp(prefix="sana-edge-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,10 @@ def default_providers() -> list[str]:
 
 
 class OrtSession:
-    def __init__(self, path: Path, providers: list[str], threads: int | None = None, memory_arena: bool = True):
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None, memory_arena: bool = True,
+                 graph_sha256: str | None = None):
+        """`graph_sha256` (the verified digest of `path`) lets the session come from the cache of
+        optimized graphs (sana_edge.backends.ort_cache); None always optimizes from scratch."""
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -33,7 +37,12 @@ class OrtSession:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            if graph_sha256 and os.environ.get("SANA_EDGE_ORT_CACHE", "1") != "0":
+                from .ort_cache import create_session
+
+                self._session = create_session(Path(path), graph_sha256, options, providers)
+            else:
+                self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
             reason = " ".join(str(exc).split())[:160]
             raise UserError(f"onnxruntime cannot load {path} ({type(exc).__name__}: {reason}); the file is damaged or "
@@ -65,8 +74,8 @@ class OnnxRuntimeBackend:
         self.providers = providers or default_providers()
         self.threads = threads
 
-    def load(self, path: Path, memory_arena: bool = True) -> OrtSession:
-        return OrtSession(path, self.providers, self.threads, memory_arena)
+    def load(self, path: Path, memory_arena: bool = True, graph_sha256: str | None = None) -> OrtSession:
+        return OrtSession(path, self.providers, self.threads, memory_arena, graph_sha256)
 
     def load_component(self, manifest, name: str, low_memory: bool = False) -> OrtSession:
         # low_memory (the planner tiles the decode: the budget binds): no CPU arena. The arena
@@ -76,7 +85,10 @@ class OnnxRuntimeBackend:
         from ..components import COMPONENTS
 
         path = manifest.component_path(name)
-        session = self.load(path, memory_arena=not low_memory)
+        # Only a verified export may use cached optimized graphs: the cache is keyed by the
+        # manifest's sha256, which must be the file's.
+        digest = manifest.components[name]["sha256"] if getattr(manifest, "verified", False) else None
+        session = self.load(path, memory_arena=not low_memory, graph_sha256=digest)
         COMPONENTS[name].check_io_names(session.input_names, session.output_names, str(path))
         return session
 

@@ -40,7 +40,9 @@ def run(
     max_memory: Optional[str] = typer.Option(
         None, help=f"Memory budget, e.g. 8GB (default: what the device has; {MEMORY_BUDGET_TEXT}); "
         "sets decoder tiling and residency."),
-    keep_loaded: bool = typer.Option(False, "--keep-loaded", help="Keep every stage loaded (when the budget allows)."),
+    keep_loaded: bool = typer.Option(
+        False, "--keep-loaded", help="Keep every stage loaded (when the budget allows); by default one image "
+                                     "releases each stage after use, for the lowest peak memory."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check every input and print the memory plan; generate nothing."),
 ):
     """Generate an image from a prompt with an exported model."""
