@@ -169,8 +169,8 @@ def test_eval_numeric_options(tiny_export, data):
 
 NASTY_PATHS = ["/etc/passwd", "../manifest.json", "tokenizer/../../outside.json", "", ".", "..", "a\0b",
                "C:\\Windows\\win.ini", "\\\\server\\share", "leaves.onnx", "loop.onnx", "manifest.json", "tokenizer",
-               "transformer.onnx", "vae_decoder.onnx", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json",
-               "x" * 1100, "~/.ssh/id_rsa", "tokenizer//tokenizer.json", "./transformer.onnx"]
+               "transformer_step.onnx", "vae_decoder.onnx", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json",
+               "x" * 1100, "~/.ssh/id_rsa", "tokenizer//tokenizer.json", "./transformer_step.onnx"]
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=12),
                     st.sampled_from(NASTY_PATHS))
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
@@ -229,7 +229,7 @@ def fuzz_export(tiny_export, tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     export = root / "export"
     shutil.copytree(tiny_export, export)
-    shutil.copy(export / "transformer.onnx", root / "outside.onnx")
+    shutil.copy(export / "transformer_step.onnx", root / "outside.onnx")
     (export / "leaves.onnx").symlink_to(root / "outside.onnx")
     (export / "loop.onnx").symlink_to("loop.onnx")
     return export

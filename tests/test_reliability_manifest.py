@@ -62,7 +62,7 @@ def _refused(sandbox, export, *needles, extra=()):
 # -- 4. paths that leave the folder ----------------------------------------------------------
 
 def test_component_file_with_an_absolute_path(sandbox, export, outside):
-    _edit(export, lambda d: _set(d, "components", "transformer", "file", str(outside / "transformer.onnx")))
+    _edit(export, lambda d: _set(d, "components", "transformer_step", "file", str(outside / "transformer_step.onnx")))
     _refused(sandbox, export, "points outside the folder")
 
 
@@ -97,9 +97,9 @@ def test_tokenizer_and_scheduler_must_be_hash_listed(sandbox, export, key):
 
 
 def test_symlinked_graph_leaving_the_folder(sandbox, export, outside):
-    (export / "transformer.onnx").unlink()
-    (export / "transformer.onnx").symlink_to(outside / "transformer.onnx")  # same bytes, same sha256
-    _refused(sandbox, export, "transformer.onnx", "link to a file outside the folder")
+    (export / "transformer_step.onnx").unlink()
+    (export / "transformer_step.onnx").symlink_to(outside / "transformer_step.onnx")  # same bytes, same sha256
+    _refused(sandbox, export, "transformer_step.onnx", "link to a file outside the folder")
 
 
 def test_symlinked_folder_leaving_the_export(sandbox, export, outside):
@@ -131,10 +131,10 @@ STRUCTURE = {
     "sample-size-huge": (lambda d: _set(d, "model", "sample_size", 10**12), ("sample_size",)),
     "flow-shift-nan": (lambda d: _set(d, "model", "flow_shift", float("nan")), ("flow_shift=nan",)),
     "instruction-not-text": (lambda d: _set(d, "model", "complex_human_instruction", [1, 2]), ("complex_human_instruction",)),
-    "bytes-negative": (lambda d: _set(d, "components", "transformer", "bytes", -1), ("no valid size",)),
-    "sha-not-hex": (lambda d: _set(d, "components", "transformer", "sha256", "x" * 64), ("has no file and sha256",)),
+    "bytes-negative": (lambda d: _set(d, "components", "transformer_step", "bytes", -1), ("no valid size",)),
+    "sha-not-hex": (lambda d: _set(d, "components", "transformer_step", "sha256", "x" * 64), ("has no file and sha256",)),
     "files-a-list": (lambda d: _set(d, "files", ["tokenizer/tokenizer.json"]), ("'files' is not a map",)),
-    "path-with-nul": (lambda d: _set(d, "components", "transformer", "file", "trans\0former.onnx"), ("not a relative path",)),
+    "path-with-nul": (lambda d: _set(d, "components", "transformer_step", "file", "trans\0former.onnx"), ("not a relative path",)),
     "engines-garbage": (lambda d: _set(d, "engines", {"flavor": ["tensorrt"]}), ("flavor",)),
     "vae-factor-not-the-graphs": (lambda d: _set(d, "model", "vae_scale_factor", 16), ("decoder made a 128x128 image",)),
 }
@@ -155,20 +155,20 @@ def test_manifest_that_is_not_json(sandbox, export):
 def test_model_value_that_does_not_fit_the_graphs(sandbox, export):
     """A value in range that the graphs disagree with: onnxruntime's error, as one line."""
     _edit(export, lambda d: _set(d, "model", "latent_channels", 8))
-    _refused(sandbox, export, "onnxruntime failed running transformer.onnx", "re-export")
+    _refused(sandbox, export, "onnxruntime failed running transformer_step.onnx", "re-export")
 
 
 def test_components_swapped(sandbox, export):
-    _edit(export, lambda d: _set(d, "components", "vae_decoder", dict(d["components"]["transformer"])))
+    _edit(export, lambda d: _set(d, "components", "vae_decoder", dict(d["components"]["transformer_step"])))
     _refused(sandbox, export, "declaration says")
 
 
 # -- 8. damaged graphs, with the sha256 check skipped -----------------------------------------
 
 def test_truncated_graph_with_no_verify(sandbox, export):
-    graph = export / "transformer.onnx"
+    graph = export / "transformer_step.onnx"
     graph.write_bytes(graph.read_bytes()[:5000])
-    _refused(sandbox, export, "onnxruntime cannot load", "transformer.onnx", extra=("--no-verify",))
+    _refused(sandbox, export, "onnxruntime cannot load", "transformer_step.onnx", extra=("--no-verify",))
 
 
 def _poison_decoder(export: Path) -> None:
