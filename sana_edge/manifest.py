@@ -207,6 +207,14 @@ class Manifest:
         return config
 
     @property
+    def graph_format(self) -> str:
+        """"onnx", or "openvino" for the IR of a `--target openvino` export."""
+        value = self.data.get("graph_format", "onnx")
+        if value not in ("onnx", "openvino"):
+            raise UserError(f"export '{self.root}' has graph format {value!r}, which this sana-edge does not run; {REEXPORT}")
+        return value
+
+    @property
     def engines(self) -> dict:
         """The TensorRT engine record ({} when the export has no engines)."""
         return self.data.get("engines") or {}

@@ -154,7 +154,7 @@ class SanaEdgePipeline:
 
     def _stage(self, name: str, plan: MemoryPlan, timings: dict, memory: dict, work: Callable):
         """Run one stage, timing it and measuring its peak memory; release it unless kept loaded."""
-        read = None if self.backend.name == "onnxruntime" else self.backend.memory_in_use
+        read = None if self.backend.memory_kind == "RSS" else self.backend.memory_in_use
         start = time.perf_counter()
         with PeakMemory(read) as peak:
             result = work()

@@ -30,6 +30,15 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_single_export(tiny_checkpoint, tmp_path_factory):
+    """The same checkpoint with the transformer as one graph (optimum-onnx's layout, older exports)."""
+    from sana_edge.export.exporter import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("single") / "tiny-single"
+    return export_checkpoint(ExportOptions(str(tiny_checkpoint), out, split_transformer=False), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def diffusers_pipe(tiny_checkpoint):
     from sana_edge.export.checkpoint import load_sana_pipeline
 

@@ -171,20 +171,28 @@ def test_queue_overflow_gets_429_with_retry_after_and_server_stays_healthy(clien
 
 
 def test_disconnected_non_streaming_client_is_cancelled_before_its_next_step(server):
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
     cancelled_before = _metric(server, "sana_edge_cancelled_total")
-    body = {"prompt": PROMPT, "size": "256x256", "steps": 200}
-
-    def hang_up():
-        with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{server}/v1/images/generations", json=body, headers=AUTH, timeout=1.0)
-
-    thread = threading.Thread(target=hang_up)
-    start = time.monotonic()
-    thread.start()
-    thread.join()
+    body = json.dumps({"prompt": PROMPT, "size": "256x256", "steps": 200}).encode()
+    address = urlsplit(server)
+    head = (f"POST /v1/images/generations HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            f"Authorization: {AUTH['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    # hang up as soon as the generation is running (not after a fixed time: a fast CPU finishes
+    # 200 tiny-model steps in well under a second)
+    with socket.create_connection((address.hostname, address.port)) as sock:
+        sock.sendall(head + body)
+        deadline = time.monotonic() + 10
+        while not httpx.get(f"{server}/healthz").json()["busy"]:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.005)
+        start = time.monotonic()
     _wait_idle(server)
     assert _metric(server, "sana_edge_cancelled_total") == cancelled_before + 1
-    assert time.monotonic() - start < 10  # 200 steps at 256 px would take far longer
+    assert time.monotonic() - start < 10
 
 
 def test_stream_reports_progress_then_the_image(server):

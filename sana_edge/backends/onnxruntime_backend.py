@@ -67,8 +67,30 @@ class OrtSession:
         self._session = None
 
 
-class OnnxRuntimeBackend:
+class HostMemoryPlanning:
+    """The memory planner's answers for a backend whose sessions live in this process's memory
+    (ONNX Runtime CPU, OpenVINO): stage sizes from the manifest, RSS, available RAM."""
+
+    def stage_bytes(self, manifest) -> dict:
+        return {name: int(entry["bytes"]) for name, entry in manifest.components.items()}
+
+    def memory_in_use(self) -> int:
+        return current_rss()
+
+    def memory_budget(self) -> int:
+        """What this machine can give: available RAM plus what the process already holds."""
+        return available_ram() + current_rss()
+
+    def max_decoder_tile(self, manifest) -> int | None:
+        return None  # any decoder input size
+
+    def check_size(self, manifest, height: int, width: int) -> None:
+        return None
+
+
+class OnnxRuntimeBackend(HostMemoryPlanning):
     name = "onnxruntime"
+    memory_kind = "RSS"  # what the planner and `run` report per stage
 
     def __init__(self, providers: list[str] | None = None, threads: int | None = None):
         self.providers = providers or default_providers()
@@ -91,24 +113,6 @@ class OnnxRuntimeBackend:
         session = self.load(path, memory_arena=not low_memory, graph_sha256=digest)
         COMPONENTS[name].check_io_names(session.input_names, session.output_names, str(path))
         return session
-
-    # -- what the memory planner asks (sana_edge.planner) --------------------------------------
-
-    def stage_bytes(self, manifest) -> dict:
-        return {name: int(entry["bytes"]) for name, entry in manifest.components.items()}
-
-    def memory_in_use(self) -> int:
-        return current_rss()
-
-    def memory_budget(self) -> int:
-        """What this machine can give: available RAM plus what the process already holds."""
-        return available_ram() + current_rss()
-
-    def max_decoder_tile(self, manifest) -> int | None:
-        return None  # ONNX Runtime runs any decoder input size
-
-    def check_size(self, manifest, height: int, width: int) -> None:
-        return None
 
     def describe(self) -> str:
         import onnxruntime as ort
