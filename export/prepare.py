@@ -57,6 +57,7 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
     """Every check that needs no model, before any work; resolves checkpoint-carried defaults."""
     if options.precision not in PRECISIONS:
         raise UserError(f"unknown precision '{options.precision}'; choose one of {', '.join(PRECISIONS)}")
+    _check_decoder_quantization(options)
     flavor = None
     if options.engines is not None:
         from sana_edge.backends.trt_flavor import import_tensorrt
@@ -77,6 +78,19 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
     if options.precision in ("int8", "int4"):
         _prepare_quantization(job, log)
     return job
+
+
+def _check_decoder_quantization(options: ExportOptions) -> None:
+    """--quantize-decoder only means something for the ONNX Runtime / TensorRT int8 and int4
+    recipes: anywhere else it would be ignored without a word."""
+    if options.quant is None or not options.quant.quantize_decoder:
+        return
+    if options.precision not in ("int8", "int4"):
+        raise UserError(f"--quantize-decoder quantizes int8/int4 exports, not {options.precision}; "
+                        "add --precision int8 or drop --quantize-decoder")
+    if options.quant.target == "openvino":
+        raise UserError("--quantize-decoder is not supported with --target openvino (NNCF keeps the decoder float); "
+                        "drop one of them")
 
 
 def _prepare_quantization(job: ExportJob, log) -> None:

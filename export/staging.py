@@ -22,8 +22,8 @@ from sana_edge.workdirs import (STAGING_PREFIX, forget, make_work_dir, owner_pid
 __all__ = ["STAGING_PREFIX", "check_out_dir", "staging_dir"]
 
 
-def check_out_dir(out_dir: Path, force: bool, source: Path | None = None) -> None:
-    """Refuse outputs that cannot or must not be written, before any work."""
+def check_out_dir(out_dir: Path, force: bool, source: Path | None = None, source_name: str = "checkpoint") -> None:
+    """Refuse outputs that cannot or must not be written (or would replace `source`), before any work."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output '{out_dir}' is a file; choose a folder path for -o")
@@ -34,7 +34,7 @@ def check_out_dir(out_dir: Path, force: bool, source: Path | None = None) -> Non
     if source is not None:
         source = Path(source).resolve()
         if resolved == source or source.is_relative_to(resolved) or resolved.is_relative_to(source):
-            raise UserError(f"output '{out_dir}' overlaps the checkpoint '{source}'; choose an -o outside the checkpoint")
+            raise UserError(f"output '{out_dir}' overlaps the {source_name} '{source}'; choose an -o outside the {source_name}")
     if in_system_folder(resolved):
         raise UserError(f"output '{out_dir}' is inside a system folder; choose a normal folder for -o")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:

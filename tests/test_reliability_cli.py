@@ -68,6 +68,11 @@ def test_bare_command_prints_help_and_one_error_line(sandbox):
     (("train-tiny", "t", "--threads", "0"), ("'--threads'",)),
     (("bench", "--repeats", "0"), ("'--repeats'",)),
     (("bench", "--sizes", "100"), ("--sizes 100", "multiple of 32")),
+    (("serve", "--port", "70000"), ("'--port': 70000 is outside 0..65535",)),
+    (("serve", "--max-pixels", "0"), ("'--max-pixels'",)),
+    (("serve", "--shutdown-grace", "nan"), ("'--shutdown-grace'", "not a finite number")),
+    (("batch", "prompts.txt", "-o", "out", "--steps", "0"), ("'--steps': 0 is outside 1..1000",)),
+    (("batch", "prompts.txt", "-o", "out", "--workers", "0"), ("'--workers'",)),
 ])
 def test_numeric_option_out_of_range(sandbox, args, needles):
     sandbox.refused(*args, needles=needles)

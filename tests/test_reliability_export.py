@@ -109,3 +109,28 @@ def test_checkpoint_that_is_a_file(sandbox):
 def test_model_index_of_another_pipeline(sandbox, checkpoint):
     (checkpoint / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     sandbox.refused("export", checkpoint, "-o", "out", needles=("FluxPipeline", "not SANA"), without_torch=True)
+
+
+# -- options and commands added with OpenVINO / optimum interop --------------------------------
+
+@pytest.mark.parametrize("args,needles", [
+    (("--quantize-decoder",), ("--quantize-decoder quantizes int8/int4 exports, not fp32",)),
+    (("--quantize-decoder", "--precision", "fp16"), ("not fp16",)),
+    (("--target", "openvino", "--backend", "tensorrt"), ("drop one of them",)),
+    (("--target", "onnx"), ("unknown target 'onnx'",)),
+], ids=["quantize-decoder-fp32", "quantize-decoder-fp16", "openvino-with-tensorrt", "unknown-target"])
+def test_export_option_combinations(sandbox, checkpoint, args, needles):
+    sandbox.refused("export", checkpoint, "-o", "out", *args, needles=needles, watch=(checkpoint,), without_torch=True)
+
+
+def test_convert_refuses_missing_export_and_its_own_folder(sandbox, tiny_export):
+    sandbox.refused("convert", "no-such-export", "-o", "out", needles=("does not exist",), without_torch=True)
+    for out in (tiny_export, tiny_export / "optimum", tiny_export.parent):
+        sandbox.refused("convert", tiny_export, "-o", out, "--force", needles=("overlaps",),
+                        watch=(tiny_export,), without_torch=True)
+
+
+def test_import_refuses_what_is_not_an_optimum_folder(sandbox, tiny_export):
+    sandbox.refused("import", "no-such-folder", "-o", "out", needles=("does not exist",), without_torch=True)
+    sandbox.refused("import", tiny_export, "-o", "out", needles=("not an optimum-onnx export",),
+                    watch=(tiny_export,), without_torch=True)
