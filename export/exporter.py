@@ -124,7 +124,7 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
     out_dir = Path(options.out_dir)
     with staging_dir(out_dir) as stage:
         with _step(log, f"load checkpoint {job.source}"):
-            pipe = load_sana_pipeline(job.source)
+            pipe = load_sana_pipeline(job.source, job.options.allow_pickle)
             model = model_values(pipe)
         files = write_support_files(stage, pipe)
         export_graphs(stage, pipe, model, job, log)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import get_backend
-from .checks import check_image_side
+from .checks import MEMORY_BUDGET, check_finite, check_generation, check_image_side, check_initial_latents, check_text
 from .components import DECODER, STAGES, TEXT_ENCODER, TRANSFORMER, TRANSFORMER_STEP
 from .denoising import FlowDenoiser
 from .errors import UserError
@@ -21,6 +21,25 @@ from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
 from .text_encoding import PromptEncoder
 from .tiling import decode_tiled
+
+
+# What a non-finite latent or image most likely means: graphs that were modified or damaged.
+_BROKEN_GRAPHS = "the export's graphs are damaged or were modified: run without --no-verify, or re-export"
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run's checked arguments and memory plan (SanaEdgePipeline.prepare)."""
+
+    height: int
+    width: int
+    latents: np.ndarray  # initial noise, float32
+    seed: int | None
+    plan: MemoryPlan
 
 
 @dataclass
@@ -37,16 +56,24 @@ class SanaEdgePipeline:
     def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool | None = None):
         """`keep_loaded`: None (default) keeps sessions loaded across calls when the memory plan fits
         them all, True asks for it (noted when it does not fit), False releases each stage after use."""
+        if max_memory is not None:
+            MEMORY_BUDGET.check("max_memory (bytes)", max_memory)
         self.manifest = manifest
         self.backend = backend
         self.max_memory, self.keep_loaded = max_memory, keep_loaded
         model = manifest.model
-        self.tokenizer = PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction,
-                                         model.max_sequence_length)
+        try:
+            self.tokenizer = PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction,
+                                             model.max_sequence_length)
+        except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise UserError(f"{manifest.tokenizer_path} is not a tokenizer file ({_reason(exc)}); re-run `sana-edge export`") from None
         self.scheduler_config = manifest.scheduler_config
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
-        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session,
-                                     split=TRANSFORMER_STEP.name in manifest.components)
+        try:
+            self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session,
+                                         split=TRANSFORMER_STEP.name in manifest.components)
+        except (TypeError, ValueError, KeyError) as exc:  # a config value of the wrong type
+            raise UserError(f"the export's scheduler config is not valid ({_reason(exc)}); re-run `sana-edge export`") from None
         self._sessions: dict = {}
         self._low_memory: dict[str, bool] = {}
 
@@ -140,6 +167,30 @@ class SanaEdgePipeline:
 
     # -- whole run ----------------------------------------------------------------------------
 
+    def prepare(self, prompt: str, negative_prompt: str = "", height: int | None = None, width: int | None = None,
+                steps: int = 20, guidance_scale: float = 4.5, seed: int | None = None,
+                latents: np.ndarray | None = None) -> PreparedRun:
+        """Check every argument of a run and plan its memory, before any work (`sana-edge run --dry-run`)."""
+        check_text("prompt", prompt)
+        check_text("negative prompt", negative_prompt)
+        check_generation(steps, guidance_scale, seed)
+        model = self.manifest.model
+        factor = model.vae_scale_factor
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
+        check_image_side("height", height, factor)
+        check_image_side("width", width, factor)
+        shape = (1, model.latent_channels, height // factor, width // factor)
+        if latents is None:
+            if seed is None:
+                seed = int(np.random.SeedSequence().entropy % (2**31))
+            latents = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        else:
+            latents = check_initial_latents(latents, shape, f"{height}x{width} px")
+        plan = self.plan(height, width)  # a budget no plan fits fails here
+        self.backend.check_size(self.manifest, height, width)
+        return PreparedRun(height, width, latents, seed, plan)
+
     def generate(
         self,
         prompt: str,
@@ -156,36 +207,23 @@ class SanaEdgePipeline:
         """`output_type="latent"` stops before the decoder (result.image is None), as diffusers'."""
         if output_type not in ("pil", "latent"):
             raise UserError(f"output_type must be 'pil' or 'latent' (got {output_type!r})")
-        model = self.manifest.model
-        factor = model.vae_scale_factor
-        height = self.default_size if height is None else height
-        width = self.default_size if width is None else width
-        check_image_side("height", height, factor)
-        check_image_side("width", width, factor)
-        if steps < 1:
-            raise UserError(f"steps must be at least 1 (got {steps})")
-        shape = (1, model.latent_channels, height // factor, width // factor)
-        if latents is None:
-            if seed is None:
-                seed = int(np.random.SeedSequence().entropy % (2**31))
-            latents = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-        else:
-            latents = np.asarray(latents, dtype=np.float32)
-            if latents.shape != shape:
-                raise UserError(f"initial latents have shape {latents.shape}, {height}x{width} px needs {shape}")
-
-        plan = self.plan(height, width)  # before any work: a budget no plan fits fails here
-        self.backend.check_size(self.manifest, height, width)
+        run = self.prepare(prompt, negative_prompt, height, width, steps, guidance_scale, seed, latents)
+        plan, seed = run.plan, run.seed
         timings, memory = {}, {}
         negative = negative_prompt if guidance_scale > 1.0 else None
         embeds, mask = self._stage(TEXT_ENCODER.name, plan, timings, memory,
                                    lambda: self.encode_prompts(prompt, negative))
         latents = self._stage(TRANSFORMER.name, plan, timings, memory,
-                              lambda: self.denoise(latents, embeds, mask, steps, guidance_scale, on_step))
+                              lambda: self.denoise(run.latents, embeds, mask, steps, guidance_scale, on_step))
         timings["denoise"] = timings.pop(TRANSFORMER.name)
+        check_finite("the denoised latents", latents, _BROKEN_GRAPHS)
         if output_type == "latent":
             return GenerationResult(None, latents, seed, timings, memory, plan)
         image = self._stage(DECODER.name, plan, timings, memory, lambda: self.decode(latents, plan.decoder_tile))
+        check_finite("the decoded image", image, _BROKEN_GRAPHS)
+        if image.shape[-2:] != (run.height, run.width):  # the manifest's vae_scale_factor is not the graph's
+            raise UserError(f"the decoder made a {image.shape[-1]}x{image.shape[-2]} image for {run.width}x{run.height} "
+                            f"px; the export's manifest does not match its graphs: re-run `sana-edge export`")
         return GenerationResult(to_pil(image), latents, seed, timings, memory, plan)
 
     def __call__(self, prompt: str, **kwargs):

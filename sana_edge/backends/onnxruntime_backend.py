@@ -30,6 +30,7 @@ class OrtSession:
         optimized graphs (sana_edge.backends.ort_cache); None always optimizes from scratch."""
         import onnxruntime as ort
 
+        self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = self.memory_arena = memory_arena
@@ -51,7 +52,15 @@ class OrtSession:
         self.providers = self._session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        inputs = {k: feeds[k] for k in self.input_names}
+        try:
+            outputs = self._session.run(self.output_names, inputs)
+        except Exception as exc:  # onnxruntime's own types: a graph whose shapes disagree with the manifest
+            if isinstance(exc, MemoryError) or "bad_alloc" in str(exc) or "allocat" in str(exc).lower():
+                raise MemoryError(str(exc)) from None
+            reason = " ".join(str(exc).split())[:200]
+            raise UserError(f"onnxruntime failed running {self.path.name} ({type(exc).__name__}: {reason}); the graph "
+                            "does not fit the export's manifest: re-export with `sana-edge export CHECKPOINT -o DIR`") from None
         return dict(zip(self.output_names, outputs))
 
     def close(self) -> None:

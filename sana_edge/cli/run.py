@@ -9,10 +9,13 @@ from typing import Optional
 
 import typer
 
+from ..checks import GUIDANCE, IMAGE_SIDE, MEMORY_BUDGET, SEED, STEPS
 from ..default_model import default_export_dir
 from ..errors import UserError
-from .app import app
+from .app import app, number_option
 from .app import console as make_console
+
+MEMORY_BUDGET_TEXT = "1MB..1024TB"
 
 
 @app.command()
@@ -21,11 +24,14 @@ def run(
     model: Optional[Path] = typer.Option(
         None, "--model", "-m", help="Export folder made by `sana-edge export` (default: the exported built-in model)."),
     output: Path = typer.Option(Path("image.png"), "-o", "--output", help="PNG file to write."),
-    steps: int = typer.Option(20, help="Denoising steps."),
-    guidance: float = typer.Option(4.5, help="Classifier-free guidance scale (<= 1 turns CFG off)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the initial noise (random if omitted)."),
-    height: Optional[int] = typer.Option(None, help="Image height in px, a multiple of 32 (default: model size)."),
-    width: Optional[int] = typer.Option(None, help="Image width in px, a multiple of 32 (default: model size)."),
+    steps: int = number_option(20, "--steps", limit=STEPS, help="Denoising steps."),
+    guidance: float = number_option(4.5, "--guidance", limit=GUIDANCE,
+                                    help="Classifier-free guidance scale (<= 1 turns CFG off)."),
+    seed: Optional[int] = number_option(None, "--seed", limit=SEED, help="Seed for the initial noise (random if omitted)."),
+    height: Optional[int] = number_option(None, "--height", limit=IMAGE_SIDE,
+                                          help="Image height in px, a multiple of 32 (default: model size)."),
+    width: Optional[int] = number_option(None, "--width", limit=IMAGE_SIDE,
+                                         help="Image width in px, a multiple of 32 (default: model size)."),
     negative_prompt: str = typer.Option("", help="Negative prompt."),
     latents: Optional[Path] = typer.Option(None, help=".npy file with the initial noise (1, C, H/32, W/32)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
@@ -36,39 +42,30 @@ def run(
     device: Optional[str] = typer.Option(
         None, help="OpenVINO device: CPU, GPU, NPU or AUTO (with --backend openvino; default CPU)."),
     max_memory: Optional[str] = typer.Option(
-        None, help="Memory budget, e.g. 8GB (default: what the device has); sets decoder tiling and residency."),
+        None, help=f"Memory budget, e.g. 8GB (default: what the device has; {MEMORY_BUDGET_TEXT}); "
+        "sets decoder tiling and residency."),
     keep_loaded: bool = typer.Option(
         False, "--keep-loaded", help="Keep every stage loaded (when the budget allows); by default one image "
                                      "releases each stage after use, for the lowest peak memory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every input and print the memory plan; generate nothing."),
 ):
     """Generate an image from a prompt with an exported model."""
-    import numpy as np
-
+    from ..checks import check_text
     from ..image_io import save_png
+    from ..inputs import check_output_file, load_latents_file
     from ..pipeline import SanaEdgePipeline
 
+    # Everything the user named is checked before the model loads (and long before generation).
+    check_text("prompt", prompt)
+    check_text("--negative-prompt", negative_prompt)
+    check_output_file(output, ".png", "-o")
+    initial = load_latents_file(latents) if latents is not None else None
+    budget = _memory_budget(max_memory)
     if model is None:
         model = default_export_dir()
         if not (model / "manifest.json").is_file():
             raise UserError(f"no --model given and the built-in model is not exported yet ({model}); "
                             "run `sana-edge export` (or `make demo`) first, or pass --model DIR")
-    if output.suffix.lower() != ".png":
-        raise UserError(f"output '{output}' must end in .png")
-    if not output.parent.exists():
-        raise UserError(f"folder '{output.parent}' for the output does not exist; create it first")
-    initial = None
-    if latents is not None:
-        if not latents.is_file():
-            raise UserError(f"latents file '{latents}' does not exist")
-        initial = np.load(latents)
-    budget = None
-    if max_memory is not None:
-        from ..memory import parse_bytes
-
-        try:
-            budget = parse_bytes(max_memory)
-        except ValueError as exc:
-            raise UserError(f"--max-memory: {exc}") from None
     options = {"device": device} if device is not None else {}
     if cuda_graph:
         options["cuda_graph"] = True
@@ -78,17 +75,23 @@ def run(
                                             keep_loaded=keep_loaded, **options)
     _print_warnings(at_load)
     console = make_console()
+    request = dict(negative_prompt=negative_prompt, height=height, width=width, steps=steps,
+                   guidance_scale=guidance, seed=seed, latents=initial)
+    if dry_run:
+        prepared = pipe.prepare(prompt, **request)
+        console.print(f"inputs are valid: {prepared.width}x{prepared.height}, {steps} steps, guidance {guidance}, "
+                      f"{pipe.manifest.precision}; nothing generated (--dry-run)")
+        console.print(prepared.plan.describe())
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    progress = Progress("denoising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    # No progress bar when stdout is not a terminal: rich would print an empty line for it.
+    progress = Progress("denoising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                        transient=True, disable=not console.is_terminal)
     with progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         task = progress.add_task("denoise", total=steps)
-        result = pipe.generate(
-            prompt, negative_prompt=negative_prompt, height=height, width=width, steps=steps,
-            guidance_scale=guidance, seed=seed, latents=initial,
-            on_step=lambda done, total, _latents: progress.update(task, completed=done),
-        )
+        result = pipe.generate(prompt, **request, on_step=lambda done, total, _latents: progress.update(task, completed=done))
     _print_warnings(caught)
     image = result.image
     metadata = {
@@ -104,6 +107,21 @@ def run(
         f"({1000 * t['denoise'] / steps:.0f} ms/step), decode {t['decode']:.2f}s"
     )
     _print_memory(console, pipe, result)
+
+
+def _memory_budget(max_memory: str | None) -> int | None:
+    if max_memory is None:
+        return None
+    from ..memory import parse_bytes
+
+    try:
+        budget = parse_bytes(max_memory)
+    except ValueError as exc:
+        raise UserError(f"--max-memory: {exc}") from None
+    problem = MEMORY_BUDGET.problem(budget)
+    if problem:
+        raise UserError(f"--max-memory {max_memory} is {budget} bytes, outside {MEMORY_BUDGET_TEXT}; write e.g. 8GB")
+    return budget
 
 
 def _print_warnings(caught) -> None:
