@@ -80,6 +80,9 @@ def axis_ranges(spec: ComponentSpec, rng: EngineRange, model: dict, text_length:
         components.PROMPT_BATCH: (1, 1, CFG_BATCH),
         components.SINGLE: (1, 1, 1),
         components.TEXT_TOKENS: (1, text_length, text_length),
+        # The cached instruction prefix is the past of the positive prompt (tokens text_length -
+        # caption + 2, a few fewer at the token boundary); the negative prompt has none.
+        components.PAST_TOKENS: (0, max(0, text_length - caption + 1), text_length),
         components.CAPTION_TOKENS: (caption, caption, caption),
         components.LATENT_SIDE: tuple(s // factor for s in (rng.min_size, rng.opt_size, rng.max_size)),
         components.DECODER_TILE: (rng.min_size // factor, min(rng.opt_size, rng.decoder_tile) // factor,

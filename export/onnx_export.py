@@ -122,6 +122,9 @@ def as_fp16(module):
 
         def forward(self, *args):
             args = [a.half() if a.is_floating_point() else a for a in args]
-            return self.inner(*args).float()
+            outputs = self.inner(*args)
+            if isinstance(outputs, tuple):
+                return tuple(o.float() for o in outputs)
+            return outputs.float()
 
     return Fp16Boundary(module).eval()

@@ -40,6 +40,10 @@ class ModelValues:
     decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     transformer_inner_dim: int = 1152
     mlp_ratio: float = 2.5
+    # The text encoder's K/V cache shape (Gemma-2-2B's by default; read from exports with a prefix cache).
+    text_layers: int = 26
+    text_kv_heads: int = 4
+    text_head_dim: int = 256
 
     @property
     def default_size(self) -> int:
@@ -53,7 +57,9 @@ class ModelValues:
     def dims(self) -> dict:
         """Model dimensions that bind the fixed named axes of the component declarations."""
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
-                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size}
+                "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
+                "text_layers": self.text_layers, "text_kv_heads": self.text_kv_heads,
+                "text_head_dim": self.text_head_dim}
 
     def to_dict(self) -> dict:
         data = asdict(self)
