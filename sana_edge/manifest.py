@@ -133,6 +133,11 @@ def component_record(file: Path, validation: list, extra: dict | None = None) ->
     return entry
 
 
+def file_record(file: Path, extra: dict | None = None) -> dict:
+    """A support file's manifest entry (e.g. the prompt cache): name, sha256, size, and `extra`."""
+    return {"file": file.name, "sha256": sha256_file(file), "bytes": file.stat().st_size, **(extra or {})}
+
+
 def folder_records(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
     """relative path -> sha256 of every file under `folders` of `root` (tokenizer, scheduler)."""
     return {
@@ -182,6 +187,12 @@ class Manifest:
         return config
 
     @property
+    def prompt_cache_path(self) -> Path | None:
+        """The text encoder's prompt cache (sana_edge.prompt_cache); None in exports made before it."""
+        record = self.data.get("prompt_cache")
+        return self.path(record["file"]) if record else None
+
+    @property
     def engines(self) -> dict:
         """The TensorRT engine record ({} when the export has no engines)."""
         return self.data.get("engines") or {}
@@ -194,6 +205,8 @@ class Manifest:
             listed.update(entry.get("external_data") or {})
         for entry in (self.engines.get("components") or {}).values():
             listed[entry["file"]] = entry["sha256"]
+        if self.data.get("prompt_cache"):
+            listed[self.data["prompt_cache"]["file"]] = self.data["prompt_cache"]["sha256"]
         return listed
 
 
@@ -234,6 +247,10 @@ def _check_structure(data, path: Path) -> None:
     for key in ("files", "engines"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise UserError(f"{path}: '{key}' is not a JSON object; {REEXPORT}")
+    cache = data.get("prompt_cache")  # optional: exports made before the prefix cache lack it
+    if cache is not None and not (isinstance(cache, dict) and isinstance(cache.get("file"), str)
+                                  and isinstance(cache.get("sha256"), str)):
+        raise UserError(f"{path}: 'prompt_cache' has no file and sha256; {REEXPORT}")
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:

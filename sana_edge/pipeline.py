@@ -19,6 +19,7 @@ from .manifest import Manifest, load_manifest
 from .memory import PeakMemory
 from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
+from .prompt_cache import load_prompt_cache
 from .text_encoding import PromptEncoder
 from .tiling import decode_tiled
 
@@ -42,7 +43,9 @@ class SanaEdgePipeline:
         self.tokenizer = PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction,
                                          model.max_sequence_length)
         self.scheduler_config = manifest.scheduler_config
-        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
+        cache_path = manifest.prompt_cache_path
+        cache = load_prompt_cache(cache_path, model) if cache_path is not None else None
+        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session, cache=cache, model=model)
         self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session)
         self._sessions: dict = {}
         self._low_memory: dict[str, bool] = {}
