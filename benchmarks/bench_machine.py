@@ -28,6 +28,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+
+def cpu_isa() -> dict:
+    """The vector extensions that decide which precision is fastest here: {flag: present}, plus
+    `int8_dot` (VNNI or AMX: the instructions int8 kernels need to beat fp32)."""
+    flags: set = set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = {flag: flag in flags for flag in ISA_FLAGS}
+    isa["int8_dot"] = isa["avx512_vnni"] or isa["avx_vnni"] or isa["amx_int8"]
+    return isa
+
+
 def gpu_model() -> str | None:
     """The first NVIDIA GPU's name, without importing torch (nvidia-smi), or None."""
     import shutil
