@@ -21,7 +21,10 @@ CFG_BATCH = "cfg_batch"          # 1..2, tuned for 2 (negative + positive prompt
 PROMPT_BATCH = "prompt_batch"    # 1..2, tuned for 1 (prompts are encoded one at a time)
 SINGLE = "single"                # always 1
 TEXT_TOKENS = "text_tokens"      # 1..the instruction + caption length
-PAST_TOKENS = "past_tokens"      # 0..the instruction + caption length, tuned for the cached prefix
+# The text encoder with a past: TensorRT checks past + new == total at each of min / opt / max.
+NEW_TOKENS = "new_tokens"        # 1..the instruction + caption length, tuned for a caption
+PAST_TOKENS = "past_tokens"      # 0..the instruction length (the cached prefix, or none)
+CONTEXT_TOKENS = "context_tokens"  # past + new at each level
 CAPTION_TOKENS = "caption_tokens"  # the caption length the transformer attends to (fixed)
 LATENT_SIDE = "latent_side"      # the requested image range (--min/--opt/--max-size) / 32
 DECODER_TILE = "decoder_tile"    # latent side up to --decoder-tile / 32 (larger images tile)
@@ -150,8 +153,8 @@ TEXT_ENCODER = ComponentSpec(
     validation_shapes=({"batch": 2, "sequence": 7, "past_sequence": 21, "total_sequence": 28},
                        {"batch": 1, "sequence": 48, "past_sequence": 0, "total_sequence": 48}),
     torch_wrapper="sana_edge.export.wrappers:TextEncoderWrapper",
-    engine_axes={"batch": PROMPT_BATCH, "sequence": TEXT_TOKENS, "past_sequence": PAST_TOKENS,
-                 "total_sequence": TEXT_TOKENS},
+    engine_axes={"batch": PROMPT_BATCH, "sequence": NEW_TOKENS, "past_sequence": PAST_TOKENS,
+                 "total_sequence": CONTEXT_TOKENS},
     activation_bytes=_text_encoder_activations,
 )
 
