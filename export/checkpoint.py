@@ -107,4 +107,7 @@ def model_values(pipe):
         text_layers=int(text.num_hidden_layers),
         text_kv_heads=int(text.num_key_value_heads),
         text_head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads),
+        transformer_layers=int(transformer.num_layers),
+        cross_attention_heads=int(transformer.num_cross_attention_heads or 1),
+        cross_attention_head_dim=int(transformer.cross_attention_head_dim or 1),
     )

@@ -50,7 +50,8 @@ def export_graphs(stage: Path, pipe, model: ModelValues, job: ExportJob, log) ->
     """Each declared component: PyTorch reference outputs, ONNX export, validation with ORT.
     Quantized exports validate the fp32 graphs here too, so a broken export fails before calibration."""
     precision = job.options.precision
-    for name, spec in COMPONENTS.items():
+    for name in job.components:
+        spec = COMPONENTS[name]
         module = torch_module(spec, pipe)
         with _step(log, f"run {name} in PyTorch fp32 on {len(spec.validation_shapes)} validation shapes"):
             job.references[name] = reference_outputs(spec, module, model.dims())
@@ -76,7 +77,8 @@ def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob
     # The runtime pipeline runs the fp32 graphs for calibration from this in-memory manifest.
     draft = {"precision": "fp32", "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json",
              "scheduler_config": f"{SCHEDULER_DIR}/scheduler_config.json", "files": files,
-             "components": {n: {"file": s.file, "bytes": (stage / s.file).stat().st_size} for n, s in COMPONENTS.items()}}
+             "components": {n: {"file": COMPONENTS[n].file, "bytes": (stage / COMPONENTS[n].file).stat().st_size}
+                            for n in job.components}}
     with _step(log, f"quantize to {job.options.precision} for target {job.target}"):
         record = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target, job.recipe,
                                  job.calibration, log, inspect=count_eps)
@@ -91,7 +93,8 @@ def record_components(stage: Path, job: ExportJob, log) -> dict:
     """Validate each final graph against PyTorch and hash it: once per graph."""
     precision = job.options.precision
     components = {}
-    for name, spec in COMPONENTS.items():
+    for name in job.components:
+        spec = COMPONENTS[name]
         if name in job.reports and not job.recipe[name].changes_graph:
             report = job.reports[name]  # e.g. the decoder of an int8 export: its fp32 graph is final
         else:

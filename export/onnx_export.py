@@ -123,7 +123,7 @@ def as_fp16(module):
         def forward(self, *args):
             args = [a.half() if a.is_floating_point() else a for a in args]
             outputs = self.inner(*args)
-            if isinstance(outputs, tuple):
+            if isinstance(outputs, (tuple, list)):
                 return tuple(o.float() for o in outputs)
             return outputs.float()
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sana_edge.errors import UserError
+from sana_edge.components import SINGLE_GRAPH, SPLIT_GRAPH
 from sana_edge.manifest import PRECISIONS
 
 from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, resolve_checkpoint
@@ -25,6 +26,9 @@ class ExportOptions:
     quant: object = None  # sana_edge.quant.configs.QuantSettings (int8/int4); None: defaults
     calibration: object = None  # sana_edge.quant.configs.Calibration (int8); None: defaults
     engines: object = None  # sana_edge.export.engine.EngineRange: also build TensorRT engines
+    # The transformer as caption-K/V + step graphs (the default where the architecture allows),
+    # or as one graph (False).
+    split_transformer: bool = True
 
 
 @dataclass
@@ -37,6 +41,7 @@ class ExportJob:
     calibration: object = None
     target: str = "ort"
     flavor: object = None
+    components: tuple = SPLIT_GRAPH  # which declared components this export holds
     references: dict = field(default_factory=dict)  # component -> PyTorch reference outputs
     reports: dict = field(default_factory=dict)  # component -> validation report of its fp32 graph
     eps: dict = field(default_factory=dict)  # component -> linear-attention eps constants
@@ -58,7 +63,13 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
         options.engines.check(32)
     source = resolve_checkpoint(options.checkpoint)
     check_out_dir(Path(options.out_dir), options.force, source=source)
-    job = ExportJob(options, source, flavor=flavor)
+    job = ExportJob(options, source, flavor=flavor, components=SINGLE_GRAPH)
+    if options.split_transformer:
+        blocker = split_blocker(_read_json(source / "transformer" / "config.json"))
+        if blocker:
+            log(f"transformer exported as one graph: the caption-K/V split does not cover {blocker}")
+        else:
+            job.components = SPLIT_GRAPH
     if options.precision in ("int8", "int4"):
         _prepare_quantization(job, log)
     return job
@@ -90,6 +101,16 @@ def _prepare_quantization(job: ExportJob, log) -> None:
     job.calibration = calibration
     job.target = settings.target
     read_prompts(calibration.prompts)  # a bad prompt file fails now, not after the export
+
+
+def split_blocker(transformer_config: dict) -> str | None:
+    """None when export/split_transformer.py reproduces this transformer, else the setting that
+    prevents it (read from its config.json, before any model is loaded)."""
+    if transformer_config.get("guidance_embeds"):
+        return "guidance_embeds"
+    if transformer_config.get("cross_attention_dim", 1) is None:
+        return "a transformer without cross-attention"
+    return None
 
 
 def _read_json(path: Path) -> dict:

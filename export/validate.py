@@ -26,8 +26,8 @@ def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dic
         feeds = sample_inputs(spec, {**dims, **binding}, seed=index + 1)
         with torch.no_grad():
             expected = module(*(torch.from_numpy(feeds[n]) for n in spec.input_names))
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        references.append((binding, feeds, {n: e.float().numpy() for n, e in zip(spec.output_names, expected)}))
+        outputs = expected if isinstance(expected, (tuple, list)) else (expected,)
+        references.append((binding, feeds, {n: o.float().numpy() for n, o in zip(spec.output_names, outputs)}))
     return references
 
 

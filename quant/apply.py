@@ -36,6 +36,7 @@ def quantize_export(manifest, precision: str, target: str, recipe: dict, calibra
                     log: Callable[[str], None] = print, inspect: Callable | None = None) -> dict:
     """Quantize the graphs of `manifest` (an export being written, fp32 graphs) per `recipe`;
     return the quantization record for the manifest."""
+    recipe = {name: config for name, config in recipe.items() if name in manifest.components}
     feeds, calib_record = {}, None
     if needs_calibration(recipe):
         prompts = read_prompts(calibration.prompts)[: calibration.size]

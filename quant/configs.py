@@ -181,7 +181,12 @@ def build_recipe(precision: str, settings: QuantSettings = QuantSettings()) -> d
         text_bits = 4
     text_encoder = dataclasses.replace(weight_only, bits=settings.text_encoder_bits or text_bits,
                                        keep_fp=TEXT_ENCODER_KEEP_FP)
-    return {"transformer": transformer, "text_encoder": text_encoder, "vae_decoder": KeepFloat()}
+    # The split transformer: its step graph takes the transformer's config; the caption graph
+    # holds only layers the transformer keeps in float (caption projection, cross-attention K/V
+    # projections, as the SANA paper keeps them), computing in float with int8-stored weights.
+    caption_kv = WeightOnly(bits=8, ort_ops=False)
+    return {"transformer": transformer, "transformer_step": transformer, "caption_kv": caption_kv,
+            "text_encoder": text_encoder, "vae_decoder": KeepFloat()}
 
 
 def needs_calibration(recipe: dict) -> bool:

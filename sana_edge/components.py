@@ -197,6 +197,44 @@ TRANSFORMER = ComponentSpec(
     linear_attention=True,
 )
 
+# Stacked per-block caption K/V exchanged by the split transformer graphs.
+KV_AXES = ("transformer_layers", "batch", "cross_attention_heads", "caption_length", "cross_attention_head_dim")
+
+# The transformer as two graphs (export/split_transformer.py): the caption's cross-attention K/V
+# of every block, computed once per generation, and the step that reads them. Default for
+# exports whose architecture the split covers; the single `transformer` graph otherwise.
+CAPTION_KV = ComponentSpec(
+    name="caption_kv",
+    inputs=(TensorSpec("encoder_hidden_states", "float32", ("batch", "caption_length", "caption_channels")),),
+    outputs=(
+        TensorSpec("caption_keys", "float32", KV_AXES),
+        TensorSpec("caption_values", "float32", KV_AXES),
+    ),
+    dynamic=("batch", "caption_length"),
+    validation_shapes=({"batch": 2, "caption_length": 300}, {"batch": 1, "caption_length": 300}),
+    torch_wrapper="sana_edge.export.split_transformer:CaptionKVWrapper",
+    engine_axes={"batch": CFG_BATCH, "caption_length": CAPTION_TOKENS},
+    activation_bytes=lambda model, height, width, text_length: 0,  # runs before the step, far smaller
+)
+
+TRANSFORMER_STEP = ComponentSpec(
+    name="transformer_step",
+    inputs=(
+        TensorSpec("latents", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),
+        TensorSpec("encoder_attention_mask", "int64", ("batch", "caption_length"), PADDING_MASK),
+        TensorSpec("timestep", "float32", ("batch",), TIMESTEP),
+        TensorSpec("caption_keys", "float32", KV_AXES),
+        TensorSpec("caption_values", "float32", KV_AXES),
+    ),
+    outputs=TRANSFORMER.outputs,
+    dynamic=("batch", "latent_height", "latent_width", "caption_length"),
+    validation_shapes=TRANSFORMER.validation_shapes,
+    torch_wrapper="sana_edge.export.split_transformer:TransformerStepWrapper",
+    engine_axes=TRANSFORMER.engine_axes,
+    activation_bytes=_transformer_activations,
+    linear_attention=True,
+)
+
 DECODER = ComponentSpec(
     name="vae_decoder",
     inputs=(TensorSpec("latent", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),),
@@ -213,7 +251,21 @@ DECODER = ComponentSpec(
     linear_attention=True,
 )
 
-COMPONENTS: dict[str, ComponentSpec] = {c.name: c for c in (TEXT_ENCODER, TRANSFORMER, DECODER)}
+COMPONENTS: dict[str, ComponentSpec] = {
+    c.name: c for c in (TEXT_ENCODER, TRANSFORMER, CAPTION_KV, TRANSFORMER_STEP, DECODER)}
+# What an export holds: the transformer as one graph, or split into caption K/V + step.
+SINGLE_GRAPH = (TEXT_ENCODER.name, TRANSFORMER.name, DECODER.name)
+SPLIT_GRAPH = (TEXT_ENCODER.name, CAPTION_KV.name, TRANSFORMER_STEP.name, DECODER.name)
+# The pipeline's stages and the components each one loads (the memory planner plans stages).
+STAGES = {TEXT_ENCODER.name: (TEXT_ENCODER.name,),
+          TRANSFORMER.name: (TRANSFORMER.name, CAPTION_KV.name, TRANSFORMER_STEP.name),
+          DECODER.name: (DECODER.name,)}
+
+
+def stage_of(component: str) -> str:
+    return next(stage for stage, members in STAGES.items() if component in members)
+
+
 # Declarations of earlier exports that this runtime still reads (same name, older contract).
 LEGACY_DECLARATIONS: tuple[ComponentSpec, ...] = (LEGACY_TEXT_ENCODER,)
 

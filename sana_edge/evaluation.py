@@ -18,7 +18,6 @@ import numpy as np
 
 from . import shapes
 from .checks import check_image_side
-from .components import TRANSFORMER
 from .errors import UserError
 from .fileio import write_json_atomic
 from .metrics import cosine, json_safe, psnr, sqnr_db, ssim
@@ -127,8 +126,8 @@ def compare_exports(
         transformer_cosines = {}
         for step in probe_steps:
             step_input = noise if step == 0 else latents_a[step - 1]  # latents entering `step`
-            feeds = pipe_a.transformer_feeds(step_input, embeds, mask, timesteps[step])
-            outputs = [p.session(TRANSFORMER.name).run(feeds)["velocity"] for p in (pipe_a, pipe_b)]
+            # Same inputs for both (A's caption embeddings); each export's own transformer graph(s).
+            outputs = [p.denoiser.predict(step_input, embeds, mask, timesteps[step]) for p in (pipe_a, pipe_b)]
             transformer_cosines[str(step + 1)] = cosine(*outputs)  # 1-based, as on_step counts
 
         step_sqnr = [sqnr_db(a, b) for a, b in zip(latents_a, latents_b)]

@@ -40,6 +40,10 @@ class ModelValues:
     decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     transformer_inner_dim: int = 1152
     mlp_ratio: float = 2.5
+    # Shapes of the caption K/V the split transformer graphs exchange (sana_edge.components).
+    transformer_layers: int = 28
+    cross_attention_heads: int = 16
+    cross_attention_head_dim: int = 72
     # The text encoder's K/V cache shape (Gemma-2-2B's by default; read from exports with a prefix cache).
     text_layers: int = 26
     text_kv_heads: int = 4
@@ -58,6 +62,8 @@ class ModelValues:
         """Model dimensions that bind the fixed named axes of the component declarations."""
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
                 "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
+                "transformer_layers": self.transformer_layers, "cross_attention_heads": self.cross_attention_heads,
+                "cross_attention_head_dim": self.cross_attention_head_dim,
                 "text_layers": self.text_layers, "text_kv_heads": self.text_kv_heads,
                 "text_head_dim": self.text_head_dim}
 

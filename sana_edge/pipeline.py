@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import get_backend
 from .checks import check_image_side
-from .components import DECODER, TEXT_ENCODER, TRANSFORMER
+from .components import DECODER, STAGES, TEXT_ENCODER, TRANSFORMER, TRANSFORMER_STEP
 from .denoising import FlowDenoiser
 from .errors import UserError
 from .image_io import to_pil
@@ -46,7 +46,8 @@ class SanaEdgePipeline:
         cache_path = manifest.prompt_cache_path
         cache = load_prompt_cache(cache_path, model) if cache_path is not None else None
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.session, cache=cache, model=model)
-        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session)
+        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session,
+                                     split=TRANSFORMER_STEP.name in manifest.components)
         self._sessions: dict = {}
         self._low_memory: dict[str, bool] = {}
 
@@ -128,7 +129,8 @@ class SanaEdgePipeline:
         with PeakMemory(read) as peak:
             result = work()
             if not plan.keep_loaded:
-                self.release(name)
+                for component in STAGES[name]:
+                    self.release(component)
         timings[name if name != DECODER.name else "decode"] = time.perf_counter() - start
         memory[name] = peak.peak
         return result

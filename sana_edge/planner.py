@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .components import COMPONENTS
+from .components import COMPONENTS, stage_of
 from .errors import UserError
 from .memory import format_bytes
 
@@ -66,13 +66,22 @@ def activation_bytes(stage: str, model, height_px: int, width_px: int, text_leng
     return COMPONENTS[stage].activation_bytes(model, height_px, width_px, text_length)
 
 
+def stage_totals(component_bytes: dict) -> dict:
+    """Component bytes summed per pipeline stage (the split transformer's two graphs are one stage)."""
+    totals: dict = {}
+    for component, size in component_bytes.items():
+        stage = stage_of(component)
+        totals[stage] = totals.get(stage, 0) + int(size)
+    return totals
+
+
 def _stage_needs(model, sizes: StageSizes, height: int, width: int, base: int, text_length: int):
     """(need per stage at this size, decoder need as a function of the tile)."""
     factor = model.vae_scale_factor
     if sizes.engines:
-        need = {stage: base + int(b) for stage, b in sizes.bytes.items()}
+        need = {stage: base + b for stage, b in stage_totals(sizes.bytes).items()}
         return need, lambda tile: need["vae_decoder"]
-    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in sizes.bytes.items()}
+    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in stage_totals(sizes.bytes).items()}
     need["text_encoder"] += activation_bytes("text_encoder", model, height, width, text_length)
     need["transformer"] += activation_bytes("transformer", model, height, width)
     decoder_base = need["vae_decoder"]

@@ -47,7 +47,7 @@ def _engines(export_dir) -> dict:
 @pytest.mark.parametrize("precision", ["int8", "int4"])
 def test_rtx_builds_engines_for_quantized_graphs(tiny_checkpoint, tmp_path, engine_cache, precision):
     record = _engines(_export(tiny_checkpoint, tmp_path / precision, precision))
-    assert set(record["components"]) == {"text_encoder", "transformer", "vae_decoder"}
+    assert set(record["components"]) == {"text_encoder", "caption_kv", "transformer_step", "vae_decoder"}
     for entry in record["components"].values():
         assert entry["precision"] == precision and (tmp_path / precision / entry["file"]).stat().st_size > 0
 
@@ -56,16 +56,17 @@ def test_fp16_engines_are_recorded_with_profiles_from_the_declarations(fp16_engi
     from sana_edge.manifest import load_manifest
 
     record = _engines(fp16_engines)
-    transformer = record["components"]["transformer"]["profile"]
+    transformer = record["components"]["transformer_step"]["profile"]
     assert transformer["latents"] == [[1, 32, 4, 4], [2, 32, 8, 8], [2, 32, 16, 16]]
-    assert transformer["encoder_hidden_states"][2] == [2, 300, 32]
+    assert transformer["caption_keys"][2] == [2, 2, 2, 300, 8]  # layers, batch, heads, caption, head dim
+    assert record["components"]["caption_kv"]["profile"]["encoder_hidden_states"][2] == [2, 300, 32]
     decoder = record["components"]["vae_decoder"]["profile"]["latent"]
     assert decoder[2] == [1, 32, 8, 8]  # built for the 256 px tile, not the image
     text = record["components"]["text_encoder"]["profile"]["input_ids"]
     assert text[0] == [1, 1] and text[2][1] > 300  # instruction + 300 prompt tokens
     assert record["flavor"] in ("tensorrt", "tensorrt_rtx") and record["range"]["max_size"] == 512
     manifest = load_manifest(fp16_engines)  # engine files are sha256-verified with the rest
-    assert "engines/transformer.engine" in manifest.files()
+    assert "engines/transformer_step.engine" in manifest.files()
 
 
 def test_second_export_reuses_cached_engines(fp16_engines, tiny_checkpoint, tmp_path, engine_cache):
@@ -141,11 +142,11 @@ def test_truncated_engine_file_is_refused(fp16_engines, tmp_path, capsys):
 
     copy = tmp_path / "copy"
     shutil.copytree(fp16_engines, copy)
-    engine = copy / "engines" / "transformer.engine"
+    engine = copy / "engines" / "transformer_step.engine"
     engine.write_bytes(engine.read_bytes()[: engine.stat().st_size // 2])
     code = main(["run", "a fox", "--model", str(copy), "-o", str(tmp_path / "x.png"), "--backend", "tensorrt"])
     err = capsys.readouterr().err
-    assert code == 2 and "engines/transformer.engine" in err and "re-run `sana-edge export`" in err
+    assert code == 2 and "engines/transformer_step.engine" in err and "re-run `sana-edge export`" in err
 
 
 @pytest.mark.skipif(gpu_available(), reason="checks the message on a machine without a GPU")

@@ -82,8 +82,8 @@ def _run_model(capsys, model, tmp_path, *extra):
 
 
 def test_run_export_missing_a_file(capsys, export_copy, tmp_path):
-    (export_copy / "transformer.onnx").unlink()
-    _assert_one_line_error(*_run_model(capsys, export_copy, tmp_path), "missing transformer.onnx")
+    (export_copy / "transformer_step.onnx").unlink()
+    _assert_one_line_error(*_run_model(capsys, export_copy, tmp_path), "missing transformer_step.onnx")
 
 
 def test_run_export_with_modified_file(capsys, export_copy, tmp_path):

@@ -45,7 +45,7 @@ def test_quantized_export_generates_finite_images(which, request):
 
 
 def test_int8_transformer_quantizes_linears_and_keeps_declared_exclusions(int8_export):
-    model = onnx.load(str(int8_export / "transformer.onnx"))
+    model = onnx.load(str(int8_export / "transformer_step.onnx"))
     quantized = inspect_helpers.activation_quantized_nodes(model)
     kept = set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
     assert kept and not (quantized & kept)
@@ -53,12 +53,19 @@ def test_int8_transformer_quantizes_linears_and_keeps_declared_exclusions(int8_e
     assert {"/model/proj_out/MatMul", "/model/time_embed/linear/Gemm"} <= inspect_helpers.quantized_nodes(model)
     for layer in ("attn1/to_q/MatMul", "attn1/to_out.0/MatMul", "attn2/to_q/MatMul", "ff/conv_inverted/Conv", "ff/conv_point/Conv"):
         assert any(name.endswith(layer) for name in quantized), layer
-    for layer in ("attn2/to_k/MatMul", "attn2/to_v/MatMul", "proj_out/MatMul", "attn1/MatMul"):
+    for layer in ("attn2/MatMul", "proj_out/MatMul", "attn1/MatMul"):
         assert any(name.endswith(layer) for name in kept), layer
+    # The caption graph holds the cross-attention K/V projections (kept float, as the paper
+    # keeps them): float compute on float activations, int8-stored weights.
+    caption = onnx.load(str(int8_export / "caption_kv.onnx"))
+    assert not inspect_helpers.activation_quantized_nodes(caption)
+    stored = inspect_helpers.quantized_nodes(caption)
+    for layer in ("attn2/to_k/MatMul", "attn2/to_v/MatMul", "caption_projection/linear_1/MatMul"):
+        assert any(name.endswith(layer) for name in stored), layer
 
 
 def test_int4_quantizes_ffn_convs_as_matmul_and_text_encoder(int4_export):
-    model = onnx.load(str(int4_export / "transformer.onnx"))
+    model = onnx.load(str(int4_export / "transformer_step.onnx"))
     int4 = {n.name for n in model.graph.node if n.op_type == "MatMulNBits"}
     assert any("conv_inverted/Conv/as_matmul" in n for n in int4)
     assert not int4 & set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
@@ -70,15 +77,15 @@ def test_int4_quantizes_ffn_convs_as_matmul_and_text_encoder(int4_export):
 
 def test_keep_fp_is_the_users_to_change(tiny_checkpoint, tmp_path):
     export = _export(tiny_checkpoint, tmp_path / "keep", "int8", keep_fp=DEFAULT_KEEP_FP + (r"/ff/",))
-    quantized = inspect_helpers.activation_quantized_nodes(onnx.load(str(export / "transformer.onnx")))
+    quantized = inspect_helpers.activation_quantized_nodes(onnx.load(str(export / "transformer_step.onnx")))
     assert quantized and not any("/ff/" in n for n in quantized)
     recipe = load_manifest(export).data["quantization"]
-    assert r"/ff/" in recipe["components"]["transformer"]["config"]["keep_fp"]
+    assert r"/ff/" in recipe["components"]["transformer_step"]["config"]["keep_fp"]
 
 
 def test_calibration_is_deterministic(int8_export, tiny_checkpoint, tmp_path):
     again = _export(tiny_checkpoint, tmp_path / "again", "int8")
-    assert sha256_file(again / "transformer.onnx") == sha256_file(int8_export / "transformer.onnx")
+    assert sha256_file(again / "transformer_step.onnx") == sha256_file(int8_export / "transformer_step.onnx")
     first, second = (load_manifest(p).data["quantization"]["calibration"] for p in (int8_export, again))
     assert first["sha256"] == second["sha256"] is not None
     other_seed = _export(tiny_checkpoint, tmp_path / "seed1", "int8", seed=1)
@@ -89,24 +96,25 @@ def test_manifest_records_recipe(int8_export, int4_export):
     int8 = load_manifest(int8_export)
     assert int8.precision == "int8"
     recipe = int8.data["quantization"]
-    transformer = recipe["components"]["transformer"]["config"]
+    transformer = recipe["components"]["transformer_step"]["config"]
     assert transformer["type"] == "W8A8Static" and recipe["target"] == "ort"
     assert recipe["calibration"]["size"] == 3 and transformer["keep_fp"] == list(DEFAULT_KEEP_FP)
     int4 = load_manifest(int4_export).data["quantization"]["components"]
-    assert int4["transformer"]["config"]["block_size"] == 32 and int4["text_encoder"]["config"]["bits"] == 4
+    assert int4["transformer_step"]["config"]["block_size"] == 32 and int4["text_encoder"]["config"]["bits"] == 4
 
 
 def test_smoothquant_keeps_the_fp32_function(tiny_export, tmp_path):
     """Smoothing alone (no quantization) must not change what the graph computes."""
     import onnxruntime as ort
 
-    from sana_edge.components import TRANSFORMER, sample_inputs
+    from sana_edge.components import TRANSFORMER_STEP, sample_inputs
     from sana_edge.quant.smoothquant import smooth
 
-    path = tmp_path / "transformer.onnx"
-    path.write_bytes((tiny_export / "transformer.onnx").read_bytes())
-    dims = {"latent_channels": 32, "out_channels": 32, "caption_channels": 32}
-    feeds = [sample_inputs(TRANSFORMER, {**dims, **shape}, seed=i) for i, shape in enumerate(TRANSFORMER.validation_shapes)]
+    path = tmp_path / "transformer_step.onnx"
+    path.write_bytes((tiny_export / "transformer_step.onnx").read_bytes())
+    dims = load_manifest(tiny_export).model.dims()
+    feeds = [sample_inputs(TRANSFORMER_STEP, {**dims, **shape}, seed=i)
+             for i, shape in enumerate(TRANSFORMER_STEP.validation_shapes)]
     model = onnx.load(str(path))
     excluded = set(graph.matching_nodes(model, DEFAULT_KEEP_FP))
     assert smooth(model, feeds, alpha=0.5, excluded=excluded) > 0
@@ -119,14 +127,14 @@ def test_smoothquant_keeps_the_fp32_function(tiny_export, tmp_path):
 def test_int8_with_smoothquant_runs(tiny_checkpoint, tmp_path):
     export = _export(tiny_checkpoint, tmp_path / "sq", "int8", smoothquant_alpha=0.5)
     recipe = load_manifest(export).data["quantization"]
-    transformer = recipe["components"]["transformer"]
+    transformer = recipe["components"]["transformer_step"]
     assert transformer["config"]["smoothquant_alpha"] == 0.5 and transformer["result"]["smoothquant_tensors"] > 0
     image = SanaEdgePipeline.from_export(export)("a fox", height=64, width=64, steps=2, seed=0)
     assert np.asarray(image).std() > 0
 
 
 def test_tensorrt_target_graph_forms(tiny_checkpoint, tmp_path):
-    int8 = onnx.load(str(_export(tiny_checkpoint, tmp_path / "trt8", "int8", target="tensorrt") / "transformer.onnx"))
+    int8 = onnx.load(str(_export(tiny_checkpoint, tmp_path / "trt8", "int8", target="tensorrt") / "transformer_step.onnx"))
     initializers = {t.name: t for t in int8.graph.initializer}
     for node in int8.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -136,7 +144,7 @@ def test_tensorrt_target_graph_forms(tiny_checkpoint, tmp_path):
                 zero_point = onnx.numpy_helper.to_array(initializers[node.input[2]])
                 assert zero_point.dtype == np.int8 and not zero_point.any(), "symmetric int8 only"
     int4_dir = _export(tiny_checkpoint, tmp_path / "trt4", "int4", target="tensorrt", block_size=16)
-    for name in ("transformer.onnx", "text_encoder.onnx"):
+    for name in ("transformer_step.onnx", "text_encoder.onnx"):
         model = onnx.load(str(int4_dir / name))
         ops = {n.op_type for n in model.graph.node}
         assert "MatMulNBits" not in ops and "GatherBlockQuantized" not in ops
@@ -166,9 +174,12 @@ def test_every_config_type_round_trips_through_the_manifest(config):
 def test_manifest_configs_are_the_recipe_the_export_used(int8_export, int4_export):
     for export, precision, settings in ((int8_export, "int8", configs.QuantSettings()),
                                         (int4_export, "int4", configs.QuantSettings(block_size=32))):
-        recorded = load_manifest(export).data["quantization"]["components"]
+        manifest = load_manifest(export)
+        recorded = manifest.data["quantization"]["components"]
         rebuilt = {name: configs.config_from_record(entry["config"]) for name, entry in recorded.items()}
-        assert rebuilt == configs.build_recipe(precision, settings)
+        recipe = configs.build_recipe(precision, settings)
+        assert set(rebuilt) == set(manifest.components)
+        assert rebuilt == {name: recipe[name] for name in manifest.components}
 
 
 @pytest.mark.parametrize("kwargs,needle", [
