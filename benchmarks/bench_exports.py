@@ -71,7 +71,8 @@ def graph_file(cache: Path, model: str, component: str, precision: str) -> Path:
 
 
 def graph_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    """A graph's files: <name>.onnx (+ .onnx.data), or OpenVINO's <name>.xml + .bin."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.stem + ".*"))
 
 
 def is_cached(path: Path) -> bool:
@@ -215,6 +216,19 @@ def _resave(traced: Path, path: Path) -> None:
     shutil.rmtree(traced.parent)
 
 
+def calibration_feeds(model: str) -> list[dict]:
+    """Random transformer feeds at a small latent size: the scales differ from a trajectory
+    calibration, the quantized graph's ops and shapes (what latency depends on) do not."""
+    channels = model_dims(model)["caption_channels"]
+    feeds = []
+    for i, t in enumerate((999.0, 700.0, 400.0, 100.0)):
+        feed = step_inputs(256, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=channels)
+        feed["timestep"][:] = t
+        feed["latents"] = feed["latents"] * (1 + i / 4)
+        feeds.append(feed)
+    return feeds
+
+
 def quantize(model: str, component: str, precision: str, source: Path, path: Path, log=print) -> None:
     """Apply the recipe's config for `component` to a copy of the fp32 graph."""
     from sana_edge.quant.apply import quantize_component
@@ -226,24 +240,21 @@ def quantize(model: str, component: str, precision: str, source: Path, path: Pat
     config = component_config(component, precision)
     feeds = None
     if config.needs_calibration:
-        # Random feeds at a small latent size: the scales differ from a trajectory calibration,
-        # the quantized graph's ops and shapes (what latency depends on) do not.
-        channels = model_dims(model)["caption_channels"]
-        feeds = []
-        for i, t in enumerate((999.0, 700.0, 400.0, 100.0)):
-            feed = step_inputs(256, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=channels)
-            feed["timestep"][:] = t
-            feed["latents"] = feed["latents"] * (1 + i / 4)
-            feeds.append(feed)
+        feeds = calibration_feeds(model)
     quantize_component(path, config, feeds)
     _mark_done(path, time.perf_counter() - start)
     log(f"quantized {component} {precision} ({type(config).__name__}) in {time.perf_counter() - start:.0f}s -> {path}")
 
 
 def ensure_graphs(model: str, component: str, precisions: list[str], cache: Path, log=print) -> dict[str, str]:
+    from .bench_nncf_graphs import ensure_nncf_graph, is_nncf_kind
+
     fp32 = graph_file(cache, model, component, "fp32")
     paths = {}
     for precision in precisions:
+        if is_nncf_kind(precision):
+            paths[precision] = ensure_nncf_graph(model, component, precision, cache, log)
+            continue
         path = graph_file(cache, model, component, precision)
         if not is_cached(path):
             if not is_cached(fp32):

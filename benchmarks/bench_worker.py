@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -104,6 +105,42 @@ class DevicePeak:
         return None if self.read is None else (self.peak - self.baseline) / 2**20
 
 
+class OpenVINORunner:
+    """OpenVINO on the CPU: the ONNX graph as is, or the IR of an NNCF-quantized export."""
+
+    def __init__(self, job: dict):
+        from sana_edge.backends.openvino_backend import OpenVINOBackend
+
+        # No compiled-model cache: its blob of a 10 GB graph is another 10 GB on disk, and load_s
+        # should be the compile a first run pays.
+        self.session = OpenVINOBackend(threads=job["threads"], cache=False).load(Path(job["graph"]),
+                                                                                component=COMPONENT_OF[job["stage"]])
+        self.feeds = stage_inputs(job["model"], job["stage"], job["size"])
+
+    def run(self) -> np.ndarray:
+        return next(iter(self.session.run(self.feeds).values()))
+
+    def info(self) -> dict:
+        """How many matmul-like layers OpenVINO runs at each precision (does int8 run as int8?)."""
+        from sana_edge.backends.openvino_backend import runtime_precisions
+
+        return {"runtime_precisions": runtime_precisions(self.session.compiled)}
+
+    def device_peak_mb(self):
+        return None
+
+
+RUNNERS = {"torch": TorchRunner, "ort": OrtRunner, "ov": OpenVINORunner}
+
+
+def make_runner(job: dict):
+    if job["runtime"] == "optimum":  # only in the optimum-onnx venv (benchmarks.peer_envs)
+        from .optimum_peer import OptimumRunner
+
+        return OptimumRunner(job)
+    return RUNNERS[job["runtime"]](job)
+
+
 def serve(job: dict, proto) -> None:
     def send(obj):
         proto.write(json.dumps(obj) + "\n")
@@ -111,9 +148,10 @@ def serve(job: dict, proto) -> None:
 
     device = DevicePeak(job)  # before anything touches the GPU
     start = time.perf_counter()
-    runner = device.measure(lambda: TorchRunner(job) if job["runtime"] == "torch" else OrtRunner(job))
+    runner = device.measure(lambda: make_runner(job))
     load_s = time.perf_counter() - start
-    send({"ready": True, "load_s": load_s, "rss_after_load_mb": rss_mb()[0]})
+    info = runner.info() if hasattr(runner, "info") else {}
+    send({"ready": True, "load_s": load_s, "rss_after_load_mb": rss_mb()[0], **info})
     finite = None
     for line in sys.stdin:
         command = line.split()

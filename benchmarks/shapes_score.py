@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-PRECISIONS = ("fp32", "fp16", "int8", "int4", "int4-te4")
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "int4-te4", "ov-int8", "ov-int4")
 # Export variants beyond the plain precisions: name -> (precision, QuantSettings overrides).
 # The shipped model asks for an 8-bit text encoder at int4 (sana_edge_quantization.json);
-# int4-te4 forces the recipe's all-int4 to show why.
-VARIANTS = {"int4-te4": ("int4", {"text_encoder_bits": 4})}
+# int4-te4 forces the recipe's all-int4 to show why. ov-*: `--target openvino` (NNCF on
+# OpenVINO IR, run by OpenVINO).
+VARIANTS = {"int4-te4": ("int4", {"text_encoder_bits": 4}),
+            "ov-int8": ("int8", {"target": "openvino"}), "ov-int4": ("int4", {"target": "openvino"})}
 CAPTION_SEED = 2024  # which held-out captions
 NOISE_SEED = 1000  # caption i is generated from seed NOISE_SEED + i
 
@@ -58,7 +60,16 @@ def export_all(precisions, work: Path, log) -> dict[str, Path]:
 
 
 def graph_bytes(export: Path) -> int:
-    return sum(p.stat().st_size for p in export.glob("*.onnx*"))
+    return sum(p.stat().st_size for pattern in ("*.onnx*", "*.xml", "*.bin") for p in export.glob(pattern))
+
+
+def previous_rows(path: Path, settings: dict) -> dict:
+    """Rows of an earlier run with the same settings, kept for precisions this run skips."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    same = {k: v for k, v in earlier.get("settings", {}).items() if k != "precisions_run"} == settings
+    return earlier.get("precisions", {}) if same else {}
 
 
 def sample_grid(export: Path, captions: list[str], steps: int, guidance: float, path: Path, columns: int = 4) -> None:
@@ -118,13 +129,18 @@ def run(args, log=print) -> dict:
     grid = args.out / "shapes_grid.png"
     sample_grid(exports[reference], captions[:12], args.steps, args.guidance, grid)
     train_log = json.loads((_shipped() / "train_log.json").read_text())
+    settings = {"captions": len(captions), "caption_seed": CAPTION_SEED, "noise_seed": NOISE_SEED,
+                "size": args.size, "steps": args.steps, "guidance": args.guidance, "negative_prompt": ""}
+    kept = {k: v for k, v in previous_rows(args.out / "shapes_score.json", settings).items() if k not in rows}
+    if kept:
+        log(f"kept from the previous run (same settings): {', '.join(kept)}")
+    order = [p for p in PRECISIONS if p in rows or p in kept] + [p for p in rows if p not in PRECISIONS]
     return json_safe({
         "benchmark": "shapes_score",
         "command": "python -m benchmarks.shapes_score " + " ".join(sys.argv[1:]),
-        "settings": {"captions": len(captions), "caption_seed": CAPTION_SEED, "noise_seed": NOISE_SEED,
-                     "size": args.size, "steps": args.steps, "guidance": args.guidance, "negative_prompt": ""},
+        "settings": {**settings, "precisions_run": list(rows)},
         "model": {"params": train_log["models"]["params"], "train_wall_seconds": train_log["wall_seconds"]},
-        "precisions": rows,
+        "precisions": {p: rows.get(p, kept.get(p)) for p in order},
         "captions": captions,
         "grid": grid.name,
     })
@@ -144,7 +160,9 @@ def markdown(result: dict) -> str:
         "",
         f"{s['captions']} held-out captions (never drawn in training), {s['size']} px, {s['steps']} steps, "
         f"guidance {s['guidance']}, noise seed {s['noise_seed']} + i, ONNX Runtime CPU. int4: int4 transformer, 8-bit text encoder (what the "
-        "checkpoint asks for); int4-te4: `--precision int4 --text-encoder-bits 4` (all int4). Score = mean of the "
+        "checkpoint asks for); int4-te4: `--precision int4 --text-encoder-bits 4` (all int4). ov-int8 / ov-int4: "
+        "`--target openvino` (NNCF: nncf.quantize W8A8 / compress_weights INT4_SYM on the transformer, 8-bit "
+        "text encoder; OpenVINO IR run by OpenVINO CPU). Score = mean of the "
         "per-attribute accuracies; all-correct = images right in every stated attribute. PSNR / SSIM / SQNR: "
         "against the fp32 export from the same noise (mean over captions).",
         "",

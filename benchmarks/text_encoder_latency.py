@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .bench_exports import DEFAULT_CACHE
-from .bench_machine import cpu_isa, describe
+from .bench_machine import describe, load_average
 from .bench_models import LEGACY_TEXT_ENCODER, MODELS, model_dims
 
 RESULTS = Path(__file__).parent / "results"
@@ -161,12 +161,12 @@ def measure(precision: str, graphs: dict, tokenizer, model_values, repeats: int,
 
 def markdown(result: dict) -> str:
     tokens, isa = result["tokens"], result["machine"]["isa"]
-    flags = ", ".join(k for k, v in isa.items() if v and k != "int8_dot") or "none"
     lines = [
         f"# Text encoder per prompt: {result['model_label']}, ONNX Runtime CPU, {result['machine']['threads']} threads",
         "",
-        f"Machine: {result['machine']['cpu']} ({result['machine']['cores']} cores); ISA: {flags}; "
-        f"int8 dot-product instructions (VNNI/AMX): {'yes' if isa['int8_dot'] else 'no'}.",
+        f"Machine: {result['machine']['cpu']} ({result['machine']['cores']} cores); ISA: {isa}; "
+        f"int8 dot-product instructions (VNNI/AMX): {'yes' if result['machine']['int8_dot'] else 'no'}; "
+        f"load average before the run: {result['machine']['load_average']}.",
         f"One encoding = positive prompt ({tokens['instruction']} instruction tokens + {tokens['prompt']}-token prompt) "
         f"and negative \"\", as one CFG generation needs; median of {result['repeats']} interleaved repeats.",
         "",
@@ -205,6 +205,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="text_encoder_latency")
     args = parser.parse_args(argv)
+    from sana_edge.cpu import cpu_features
     from sana_edge.manifest import ModelValues
 
     def log(message):
@@ -223,7 +224,8 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "text_encoder_latency", "model": args.model,
         "model_label": "Gemma-2-2B (random weights)" if args.model != "tiny" else "tiny Gemma-2",
-        "machine": {**describe(threads), "isa": cpu_isa()}, "repeats": args.repeats,
+        "machine": {**describe(threads), "int8_dot": cpu_features().int8_dot, "load_average": load_average()},
+        "repeats": args.repeats,
         "tokens": {"instruction": args.instruction_tokens, "prompt": args.prompt_tokens,
                    "old_positive": tokenizer.text_encoder_length, "old_negative": MAX_LEN},
         "precisions": {p: measure(p, graphs, tokenizer, values, args.repeats, log) for p in precisions},

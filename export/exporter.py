@@ -24,8 +24,9 @@ from .checkpoint import load_sana_pipeline, model_values
 from .onnx_export import OPSET, as_fp16, count_eps, export_component
 from .prepare import ExportJob, ExportOptions, prepare
 from .prompt_cache import write_prompt_cache
+from .source_configs import CONFIGS_DIR, write_source_configs
 from .staging import staging_dir
-from .validate import reference_outputs, validate_component
+from .validate import held_out_references, reference_outputs, validate_component
 from .wrappers import torch_module
 
 TOKENIZER_DIR, SCHEDULER_DIR = "tokenizer", "scheduler"
@@ -43,7 +44,8 @@ def write_support_files(stage: Path, pipe) -> dict[str, str]:
     """Tokenizer and scheduler config, as the runtime reads them; returns their hashes."""
     pipe.tokenizer.save_pretrained(stage / TOKENIZER_DIR)
     pipe.scheduler.save_config(stage / SCHEDULER_DIR)
-    return folder_records(stage, (TOKENIZER_DIR, SCHEDULER_DIR))
+    write_source_configs(stage, pipe)  # for interop (sana-edge convert); the runtime never reads them
+    return folder_records(stage, (TOKENIZER_DIR, SCHEDULER_DIR, CONFIGS_DIR))
 
 
 def export_graphs(stage: Path, pipe, model: ModelValues, job: ExportJob, log) -> None:
@@ -71,17 +73,22 @@ def _check_eps(spec, count: int) -> None:
                         "report this with the checkpoint config")
 
 
-def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob, log) -> dict:
-    from sana_edge.quant.apply import quantize_export
-
-    # The runtime pipeline runs the fp32 graphs for calibration from this in-memory manifest.
+def draft_manifest(stage: Path, model: ModelValues, files: dict, components: tuple) -> Manifest:
+    """The staged fp32 graphs as an in-memory manifest: what the runtime pipeline runs for calibration."""
     draft = {"precision": "fp32", "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json",
              "scheduler_config": f"{SCHEDULER_DIR}/scheduler_config.json", "files": files,
              "components": {n: {"file": COMPONENTS[n].file, "bytes": (stage / COMPONENTS[n].file).stat().st_size}
-                            for n in job.components}}
+                            for n in components}}
+    return Manifest(stage, draft, model)
+
+
+def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob, log) -> dict:
+    from sana_edge.quant.apply import quantize_export
+
     with _step(log, f"quantize to {job.options.precision} for target {job.target}"):
-        record = quantize_export(Manifest(stage, draft, model), job.options.precision, job.target, job.recipe,
-                                 job.calibration, log, inspect=count_eps)
+        record, job.held_out = quantize_export(draft_manifest(stage, model, files, job.components),
+                                               job.options.precision, job.target, job.recipe, job.calibration, log,
+                                               inspect=count_eps)
     for name, entry in record["components"].items():
         if "inspection" in entry:
             job.eps[name] = entry.pop("inspection")
@@ -97,6 +104,13 @@ def record_components(stage: Path, job: ExportJob, log) -> dict:
         spec = COMPONENTS[name]
         if name in job.reports and not job.recipe[name].changes_graph:
             report = job.reports[name]  # e.g. the decoder of an int8 export: its fp32 graph is final
+        elif name in job.held_out:
+            # Calibrated graphs are judged on the inputs they will see (held-out sampler
+            # trajectories) against the fp32 graph validated above: random inputs fall outside
+            # the calibrated ranges (the DC-AE decoder's latents are not N(0, 1)).
+            with _step(log, f"validate {precision} {name} on held-out trajectories against the fp32 graph"):
+                report = validate_component(spec, stage / spec.file, held_out_references(job.held_out[name]),
+                                            precision, reference="the fp32 graph")
         else:
             with _step(log, f"validate {precision} {name} with ONNX Runtime"):
                 report = validate_component(spec, stage / spec.file, job.references[name], precision)
@@ -117,10 +131,16 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
         export_graphs(stage, pipe, model, job, log)
         del pipe
         gc.collect()  # the torch models are not needed past this point: free them for calibration
-        quantization = quantize_graphs(stage, model, files, job, log) if job.quantized else None
-        components = record_components(stage, job, log)
+        if job.target == "openvino":  # OpenVINO IR in place of the ONNX graphs (NNCF for int8 / int4)
+            from sana_edge.quant.openvino_export import export_openvino
+
+            with _step(log, f"OpenVINO IR ({options.precision})"):
+                quantization, components = export_openvino(draft_manifest(stage, model, files, job.components), job, log)
+        else:
+            quantization = quantize_graphs(stage, model, files, job, log) if job.quantized else None
+            components = record_components(stage, job, log)
         with _step(log, "compute the text encoder's prompt cache (instruction prefix, \"\" negative) with the final graph"):
-            prompt_cache = write_prompt_cache(stage, f"{TOKENIZER_DIR}/tokenizer.json", model)
+            prompt_cache = write_prompt_cache(stage, f"{TOKENIZER_DIR}/tokenizer.json", model, job.target)
         data = {
             "sana_edge_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -131,6 +151,8 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
         }
         if quantization is not None:
             data["quantization"] = quantization
+        if job.target == "openvino":
+            data["graph_format"] = "openvino"
         if job.flavor is not None:
             data["engines"] = _build_engines(stage, data, job, model, log)
         write_manifest(stage, data)

@@ -44,6 +44,7 @@ class ExportJob:
     components: tuple = SPLIT_GRAPH  # which declared components this export holds
     references: dict = field(default_factory=dict)  # component -> PyTorch reference outputs
     reports: dict = field(default_factory=dict)  # component -> validation report of its fp32 graph
+    held_out: dict = field(default_factory=dict)  # calibrated component -> (feed, fp32 outputs) pairs
     eps: dict = field(default_factory=dict)  # component -> linear-attention eps constants
 
     @property
@@ -70,6 +71,8 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
             log(f"transformer exported as one graph: the caption-K/V split does not cover {blocker}")
         else:
             job.components = SPLIT_GRAPH
+    if options.quant is not None and options.quant.target == "openvino":
+        job.target = "openvino"  # every precision: OpenVINO IR (sana_edge.quant.openvino_export)
     if options.precision in ("int8", "int4"):
         _prepare_quantization(job, log)
     return job
@@ -97,7 +100,12 @@ def _prepare_quantization(job: ExportJob, log) -> None:
         # activations on those, not on generic prompts, are what the int8 scales must cover.
         calibration = dataclasses.replace(calibration, prompts=own_prompts)
         log(f"calibration prompts: {own_prompts} (shipped with the checkpoint)")
-    job.recipe = build_recipe(options.precision, settings)
+    if settings.target == "openvino":  # NNCF's configs (sana_edge.quant.nncf_openvino)
+        from sana_edge.quant.nncf_openvino import openvino_recipe
+
+        job.recipe = openvino_recipe(options.precision, settings.block_size, settings.keep_fp, settings.text_encoder_bits)
+    else:
+        job.recipe = build_recipe(options.precision, settings)
     job.calibration = calibration
     job.target = settings.target
     read_prompts(calibration.prompts)  # a bad prompt file fails now, not after the export

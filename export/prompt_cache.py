@@ -25,12 +25,11 @@ CHECK_PROMPTS = ("a red fox sitting in fresh snow", "1950s diner, neon", "\u00e9
 MIN_COSINE = 0.9999  # the same graph both ways: only the summation order differs
 
 
-def write_prompt_cache(stage: Path, tokenizer_file: str, model: ModelValues) -> dict:
-    """Build, check and write the prompt cache of the text encoder graph in `stage`; its record."""
-    from sana_edge.backends.onnxruntime_backend import OrtSession
-
+def write_prompt_cache(stage: Path, tokenizer_file: str, model: ModelValues, target: str = "ort") -> dict:
+    """Build, check and write the prompt cache of the text encoder graph in `stage`; its record.
+    `target` "openvino": the graph is the export's IR, run by OpenVINO as `sana-edge run` will."""
     tokenizer = PromptTokenizer(stage / tokenizer_file, model.complex_human_instruction, model.max_sequence_length)
-    session = OrtSession(stage / TEXT_ENCODER.file, ["CPUExecutionProvider"])
+    session = _final_session(stage, target)
     try:
         uncached = PromptEncoder(tokenizer, lambda name: session, model=model, remember=0)
         cache = uncached.build_cache()
@@ -47,6 +46,16 @@ def write_prompt_cache(stage: Path, tokenizer_file: str, model: ModelValues) -> 
     path = cache.save(stage / CACHE_FILE)
     return file_record(path, {"prefix_tokens": cache.prefix_tokens, "empty_negative_tokens": int(cache.empty_ids.size),
                               "check_cosine": {k: round(v, 8) for k, v in check.items()}})
+
+
+def _final_session(stage: Path, target: str):
+    if target == "openvino":
+        from sana_edge.backends.openvino_backend import OpenVINOBackend
+
+        return OpenVINOBackend(cache=False).load(stage / f"{TEXT_ENCODER.name}.xml", component=TEXT_ENCODER.name)
+    from sana_edge.backends.onnxruntime_backend import OrtSession
+
+    return OrtSession(stage / TEXT_ENCODER.file, ["CPUExecutionProvider"])
 
 
 def _agreement(uncached: PromptEncoder, cached: PromptEncoder, prompt: str, negative: str | None) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 from sana_edge.errors import UserError
 
 from . import handlers  # noqa: F401  (registers the handler of every config type)
-from .calibration import calibration_hash, calibration_resolution, collect, read_prompts
+from .calibration import HELD_OUT_PROMPTS, calibration_hash, calibration_resolution, collect, read_prompts
 from .configs import Calibration, config_record, handler_for, needs_calibration
 
 
@@ -32,22 +32,35 @@ def quantize_component(path: Path, config, feeds: list | None, inspect: Callable
     return {**stats, "inspection": inspect(quantized)} if inspect else stats
 
 
+def calibrate(manifest, recipe: dict, calibration: Calibration,
+              log: Callable[[str], None] = print) -> tuple[dict, dict, dict]:
+    """(feeds of the components whose config needs calibration, held-out (feed, fp32 outputs)
+    pairs to validate their quantized graphs on, the calibration record): sampler trajectories
+    on the fp32 graphs of `manifest` (an export being written)."""
+    every = read_prompts(calibration.prompts)
+    prompts = every[: calibration.size]
+    held_out_prompts = (every[calibration.size:] + every)[:HELD_OUT_PROMPTS]
+    resolution = calibration_resolution(calibration, manifest.model.default_size)
+    log(f"... calibrating on {len(prompts)} prompts x {calibration.steps} steps at {resolution} px "
+        f"(+{len(held_out_prompts)} held out for validation)")
+    feeds, held_out = collect(manifest, recipe, prompts, calibration.steps, resolution, calibration.seed,
+                              held_out_prompts, log=log)
+    record = {
+        "prompts": str(calibration.prompts) if calibration.prompts else "shipped", "size": len(prompts),
+        "steps": calibration.steps, "resolution": resolution, "seed": calibration.seed,
+        "sha256": calibration_hash(prompts, calibration.steps, resolution, calibration.seed),
+    }
+    return feeds, held_out, record
+
+
 def quantize_export(manifest, precision: str, target: str, recipe: dict, calibration: Calibration,
-                    log: Callable[[str], None] = print, inspect: Callable | None = None) -> dict:
+                    log: Callable[[str], None] = print, inspect: Callable | None = None) -> tuple[dict, dict]:
     """Quantize the graphs of `manifest` (an export being written, fp32 graphs) per `recipe`;
-    return the quantization record for the manifest."""
+    return the quantization record for the manifest, and for each calibrated component
+    (feed, fp32 outputs) pairs from held-out trajectories to validate its quantized graph on."""
     recipe = {name: config for name, config in recipe.items() if name in manifest.components}
-    feeds, calib_record = {}, None
-    if needs_calibration(recipe):
-        prompts = read_prompts(calibration.prompts)[: calibration.size]
-        resolution = calibration_resolution(calibration, manifest.model.default_size)
-        log(f"... calibrating on {len(prompts)} prompts x {calibration.steps} steps at {resolution} px")
-        feeds = collect(manifest, recipe, prompts, calibration.steps, resolution, calibration.seed, log=log)
-        calib_record = {
-            "prompts": str(calibration.prompts) if calibration.prompts else "shipped", "size": len(prompts),
-            "steps": calibration.steps, "resolution": resolution, "seed": calibration.seed,
-            "sha256": calibration_hash(prompts, calibration.steps, resolution, calibration.seed),
-        }
+    feeds, held_out, calib_record = calibrate(manifest, recipe, calibration, log) if needs_calibration(recipe) \
+        else ({}, {}, None)
     components = {}
     for name, config in recipe.items():
         log(f"... {name}: {type(config).__name__}")
@@ -63,4 +76,5 @@ def quantize_export(manifest, precision: str, target: str, recipe: dict, calibra
         components[name] = {"config": config_record(config), "result": stats}
         if inspection is not None:
             components[name]["inspection"] = inspection
-    return {"precision": precision, "target": target, "calibration": calib_record, "components": components}
+    record = {"precision": precision, "target": target, "calibration": calib_record, "components": components}
+    return record, held_out

@@ -33,11 +33,12 @@ def calibration_resolution(calibration, base_size: int) -> int:
 
 
 class _RecordingSession:
-    """A backend session that keeps every feed dict it runs. Arrays fed again unchanged (the
-    caption embeddings, the same at every step of a trajectory) are stored once."""
+    """A backend session that keeps every feed dict it runs (and, while `backend.held_out`, the
+    outputs too). Arrays fed again unchanged (the caption, the same at every step of a
+    trajectory) are stored once."""
 
-    def __init__(self, session, feeds: list):
-        self.session, self.feeds = session, feeds
+    def __init__(self, session, backend: "RecordingBackend", name: str):
+        self.session, self.backend, self.name = session, backend, name
         self.input_names, self.output_names = session.input_names, session.output_names
         self._last: dict = {}
 
@@ -48,8 +49,12 @@ class _RecordingSession:
             same = previous is not None and previous.shape == value.shape and np.array_equal(previous, value)
             kept[name] = previous if same else np.array(value, copy=True)
         self._last = kept
-        self.feeds.append(kept)
-        return self.session.run(feeds)
+        outputs = self.session.run(feeds)
+        if self.backend.held_out is None:
+            self.backend.feeds[self.name].append(kept)
+        else:
+            self.backend.held_out[self.name].append((kept, {k: np.array(v) for k, v in outputs.items()}))
+        return outputs
 
     def close(self):
         self.session.close()
@@ -62,17 +67,25 @@ class RecordingBackend:
     def __init__(self, backend, record: set[str]):
         self._backend = backend
         self.feeds: dict[str, list] = {name: [] for name in record}
+        self.held_out: dict[str, list] | None = None  # set: record (feeds, outputs) pairs instead
 
     def load_component(self, manifest, name: str, low_memory: bool = False):
         session = self._backend.load_component(manifest, name, low_memory=low_memory)
-        return _RecordingSession(session, self.feeds[name]) if name in self.feeds else session
+        return _RecordingSession(session, self, name) if name in self.feeds else session
 
     def __getattr__(self, attribute):
         return getattr(self._backend, attribute)
 
 
-def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: int, seed: int, log=print) -> dict:
-    """Feeds of every component whose config needs calibration: {"transformer": [feed, ...], ...}."""
+HELD_OUT_PROMPTS = 2  # trajectories beyond the calibration set, to validate the quantized graphs on
+HELD_OUT_FEEDS = 4  # of each component's held-out feeds, spread over the trajectories
+
+
+def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: int, seed: int,
+            held_out_prompts: list[str] = (), log=print) -> tuple[dict, dict]:
+    """(feeds, held_out) of every component whose config needs calibration: feeds are
+    {"transformer_step": [feed, ...], ...}; held_out holds (feed, fp32 outputs) pairs from
+    trajectories the scales never saw, for validating the quantized graph on real inputs."""
     from sana_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from sana_edge.components import DECODER
     from sana_edge.pipeline import SanaEdgePipeline
@@ -80,18 +93,29 @@ def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: 
     wanted = {name for name, config in recipe.items() if config.needs_calibration}
     backend = RecordingBackend(OnnxRuntimeBackend(), wanted - {DECODER.name})
     pipe = SanaEdgePipeline(manifest, backend, keep_loaded=True)
-    decoder_feeds = []
-    for index, prompt in enumerate(prompts):
+    final = {"calibration": [], "held_out": []}
+    runs = [("calibration", p) for p in prompts] + [("held_out", p) for p in held_out_prompts]
+    for index, (phase, prompt) in enumerate(runs):
+        if phase == "held_out" and backend.held_out is None:
+            backend.held_out = {name: [] for name in backend.feeds}
         result = pipe.generate(prompt, height=resolution, width=resolution, steps=steps, seed=seed + index,
                                output_type="latent")
-        if DECODER.name in wanted:
-            decoder_feeds.append({DECODER.input_names[0]: pipe.decoder_input(result.latents)})
-        log(f"    calibration trajectory {index + 1}/{len(prompts)}: {prompt[:60]}")
-    pipe.close()
-    feeds = dict(backend.feeds)
+        final[phase].append({DECODER.input_names[0]: pipe.decoder_input(result.latents)})
+        log(f"    {phase.replace('_', '-')} trajectory {index + 1}/{len(runs)}: {prompt[:60]}")
+    feeds, held_out = dict(backend.feeds), {k: _spread(v) for k, v in (backend.held_out or {}).items()}
     if DECODER.name in wanted:
-        feeds[DECODER.name] = decoder_feeds
-    return feeds
+        feeds[DECODER.name] = final["calibration"]
+        decoder = pipe.session(DECODER.name)
+        held_out[DECODER.name] = [(feed, decoder.run(feed)) for feed in final["held_out"]]
+    pipe.close()
+    return feeds, held_out
+
+
+def _spread(pairs: list) -> list:
+    """HELD_OUT_FEEDS pairs evenly spread (first to last step), not all from one trajectory's start."""
+    if len(pairs) <= HELD_OUT_FEEDS:
+        return pairs
+    return [pairs[round(i * (len(pairs) - 1) / (HELD_OUT_FEEDS - 1))] for i in range(HELD_OUT_FEEDS)]
 
 
 def calibration_hash(prompts: list[str], steps: int, resolution: int, seed: int) -> str:

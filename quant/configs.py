@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from sana_edge.errors import UserError
 
-TARGETS = ("ort", "tensorrt")
+TARGETS = ("ort", "tensorrt", "openvino")  # openvino: NNCF on OpenVINO IR (quant/nncf_openvino.py)
 QUANTIZED_PRECISIONS = ("int8", "int4")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 
@@ -35,6 +35,9 @@ DEFAULT_KEEP_FP = (
 )
 # Text-encoder nodes kept in floating point (Gemma-2 attention scores are activation x activation).
 TEXT_ENCODER_KEEP_FP = (r"/self_attn/MatMul",)
+# DC-AE decoder nodes kept in floating point when the decoder is quantized: its linear-attention
+# products (activation x activation, with the 1e-15 eps) and the first and last convolutions.
+DECODER_KEEP_FP = (r"/attn/MatMul", r"/decoder/conv_in/", r"/decoder/conv_out/")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ class QuantSettings:
     # Weight-only bits of the text encoder, overriding the recipe's (8 for int8, 4 for int4): a
     # text encoder whose caption signal int4 destroys can stay at 8 bits in an int4 export.
     text_encoder_bits: int | None = None
+    # W8A8 on the DC-AE decoder too, calibrated on the latents that end sampling trajectories.
+    quantize_decoder: bool = False
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -185,8 +190,11 @@ def build_recipe(precision: str, settings: QuantSettings = QuantSettings()) -> d
     # holds only layers the transformer keeps in float (caption projection, cross-attention K/V
     # projections, as the SANA paper keeps them), computing in float with int8-stored weights.
     caption_kv = WeightOnly(bits=8, ort_ops=False)
+    decoder = KeepFloat()
+    if settings.quantize_decoder:
+        decoder = W8A8Static(keep_fp=DECODER_KEEP_FP, symmetric_activations=not ort, quantize_bias=ort)
     return {"transformer": transformer, "transformer_step": transformer, "caption_kv": caption_kv,
-            "text_encoder": text_encoder, "vae_decoder": KeepFloat()}
+            "text_encoder": text_encoder, "vae_decoder": decoder}
 
 
 def needs_calibration(recipe: dict) -> bool:

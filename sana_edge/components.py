@@ -64,6 +64,9 @@ class TensorSpec:
     dtype: str
     axes: tuple
     fill: str = NORMAL
+    # The name optimum-onnx's Sana export gives this tensor (sana_edge.export.optimum_layout);
+    # None: the same name.
+    optimum_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class ComponentSpec:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+    def optimum_names(self) -> dict[str, str]:
+        """sana-edge tensor name -> optimum-onnx's name, for every input and output."""
+        return {t.name: t.optimum_name or t.name for t in self.inputs + self.outputs}
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """torch.onnx-style {tensor: {axis index: axis name}} for the dynamic axes."""
@@ -177,13 +184,15 @@ LEGACY_TEXT_ENCODER = ComponentSpec(
 TRANSFORMER = ComponentSpec(
     name="transformer",
     inputs=(
-        TensorSpec("latents", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),
+        TensorSpec("latents", "float32", ("batch", "latent_channels", "latent_height", "latent_width"),
+                   optimum_name="hidden_states"),
         TensorSpec("encoder_hidden_states", "float32", ("batch", "caption_length", "caption_channels")),
         TensorSpec("encoder_attention_mask", "int64", ("batch", "caption_length"), PADDING_MASK),
         TensorSpec("timestep", "float32", ("batch",), TIMESTEP),
     ),
     outputs=(
-        TensorSpec("velocity", "float32", ("batch", "out_channels", "latent_height", "latent_width")),
+        TensorSpec("velocity", "float32", ("batch", "out_channels", "latent_height", "latent_width"),
+                   optimum_name="out_hidden_states"),
     ),
     dynamic=("batch", "latent_height", "latent_width", "caption_length"),
     validation_shapes=(
@@ -237,8 +246,9 @@ TRANSFORMER_STEP = ComponentSpec(
 
 DECODER = ComponentSpec(
     name="vae_decoder",
-    inputs=(TensorSpec("latent", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),),
-    outputs=(TensorSpec("image", "float32", ("batch", 3, "image_height", "image_width")),),
+    inputs=(TensorSpec("latent", "float32", ("batch", "latent_channels", "latent_height", "latent_width"),
+                       optimum_name="latent_sample"),),
+    outputs=(TensorSpec("image", "float32", ("batch", 3, "image_height", "image_width"), optimum_name="sample"),),
     dynamic=("batch", "latent_height", "latent_width", "image_height", "image_width"),
     validation_shapes=(
         {"batch": 1, "latent_height": 4, "latent_width": 4},

@@ -69,6 +69,21 @@ def _check_comparable(manifest_a, manifest_b, size: int) -> None:
     check_image_side("size", size, manifest_a.model.vae_scale_factor)
 
 
+def _graph_pipeline(export, verify: bool):
+    """The export on the runtime its graphs are written for (ONNX Runtime, or OpenVINO for IR)."""
+    from .backends import get_backend, graph_backend
+    from .manifest import load_manifest
+    from .pipeline import SanaEdgePipeline
+
+    manifest = load_manifest(export, verify=verify)
+    return SanaEdgePipeline(manifest, get_backend(graph_backend(manifest), manifest))
+
+
+def _label(manifest) -> str:
+    """The precision, and the target when it is not ONNX Runtime's (e.g. 'int8 openvino')."""
+    return manifest.precision + (f" {manifest.graph_format}" if manifest.graph_format != "onnx" else "")
+
+
 def _text_encoder_cosine(pipe_a, pipe_b, prompt: str) -> float:
     # Each export's own prompt encoding (cached or not, old or new graph), compared only where the
     # DiT attends: the selected, unmasked positions (padding never reaches the image).
@@ -101,8 +116,7 @@ def compare_exports(
     prompts = list(prompts)
     _check_settings(prompts, steps, seed)
     task_prompts = all(shapes.is_caption(p) for p in prompts)
-    pipe_a = SanaEdgePipeline.from_export(export_a, verify=verify)
-    pipe_b = SanaEdgePipeline.from_export(export_b, verify=verify)
+    pipe_a, pipe_b = (_graph_pipeline(export, verify) for export in (export_a, export_b))
     _check_comparable(pipe_a.manifest, pipe_b.manifest, size)
     for pipe in (pipe_a, pipe_b):  # load the graphs now, so latencies time inference, not loading
         for name in pipe.manifest.components:
@@ -160,7 +174,7 @@ def compare_exports(
     return {
         "config": {
             "export_a": str(export_a), "export_b": str(export_b),
-            "precision_a": pipe_a.manifest.precision, "precision_b": pipe_b.manifest.precision,
+            "precision_a": _label(pipe_a.manifest), "precision_b": _label(pipe_b.manifest),
             "size": size, "steps": steps, "guidance_scale": guidance_scale, "seed": seed,
             "negative_prompt": "", "transformer_probe_steps": [s + 1 for s in probe_steps], "prompts": prompts,
         },

@@ -161,6 +161,7 @@ class Manifest:
     root: Path
     data: dict
     model: ModelValues
+    verified: bool = False  # every file's sha256 was checked when it was loaded
 
     @property
     def precision(self) -> str:
@@ -197,6 +198,14 @@ class Manifest:
         """The text encoder's prompt cache (sana_edge.prompt_cache); None in exports made before it."""
         record = self.data.get("prompt_cache")
         return self.path(record["file"]) if record else None
+
+    @property
+    def graph_format(self) -> str:
+        """"onnx", or "openvino" for the IR of a `--target openvino` export."""
+        value = self.data.get("graph_format", "onnx")
+        if value not in ("onnx", "openvino"):
+            raise UserError(f"export '{self.root}' has graph format {value!r}, which this sana-edge does not run; {REEXPORT}")
+        return value
 
     @property
     def engines(self) -> dict:
@@ -260,7 +269,10 @@ def _check_structure(data, path: Path) -> None:
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
-    """Read and check an export folder. `verify` also checks every file's sha256."""
+    """Read and check an export folder. `verify` also checks every file's sha256 (remembered while
+    a file is unchanged: sana_edge.file_digests)."""
+    from .file_digests import cached_sha256
+
     root = Path(root)
     path = root / MANIFEST_NAME
     if not root.exists():
@@ -285,6 +297,7 @@ def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
         file = manifest.path(rel)
         if not file.is_file():
             raise UserError(f"export folder '{root}' is missing {rel}; {REEXPORT} (or copy the whole folder)")
-        if verify and sha256_file(file) != digest:
+        if verify and cached_sha256(file) != digest:
             raise UserError(f"{rel} in '{root}' does not match the sha256 in {MANIFEST_NAME} (corrupt or modified); {REEXPORT}")
+    manifest.verified = verify
     return manifest

@@ -35,7 +35,9 @@ class GenerationResult:
 
 
 class SanaEdgePipeline:
-    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool = False):
+    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool | None = None):
+        """`keep_loaded`: None (default) keeps sessions loaded across calls when the memory plan fits
+        them all, True asks for it (noted when it does not fit), False releases each stage after use."""
         self.manifest = manifest
         self.backend = backend
         self.max_memory, self.keep_loaded = max_memory, keep_loaded
@@ -53,7 +55,7 @@ class SanaEdgePipeline:
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
-                    max_memory: int | None = None, keep_loaded: bool = False, **backend_options):
+                    max_memory: int | None = None, keep_loaded: bool | None = None, **backend_options):
         manifest = load_manifest(export_dir, verify=verify)
         return cls(manifest, get_backend(backend, manifest=manifest, **backend_options), max_memory, keep_loaded)
 
@@ -82,9 +84,13 @@ class SanaEdgePipeline:
     def plan(self, height: int, width: int) -> MemoryPlan:
         """The memory plan for one run at this size (see sana_edge.planner)."""
         budget = self.max_memory or self.backend.memory_budget()
+        sizes = self.backend.stage_bytes(self.manifest)
+        # Sessions kept from an earlier call are already in the memory in use: count them once.
+        component_bytes = sizes.bytes if hasattr(sizes, "bytes") else sizes
+        loaded = sum(int(component_bytes.get(name, 0)) for name in self._sessions)
         return plan_memory(
-            self.manifest.model, self.backend.stage_bytes(self.manifest), height, width, budget,
-            keep_loaded=self.keep_loaded, base=self.backend.memory_in_use(),
+            self.manifest.model, sizes, height, width, budget,
+            keep_loaded=self.keep_loaded, base=max(0, self.backend.memory_in_use() - loaded),
             max_tile=self.backend.max_decoder_tile(self.manifest), text_length=self.tokenizer.text_encoder_length,
         )
 
@@ -124,7 +130,7 @@ class SanaEdgePipeline:
 
     def _stage(self, name: str, plan: MemoryPlan, timings: dict, memory: dict, work: Callable):
         """Run one stage, timing it and measuring its peak memory; release it unless kept loaded."""
-        read = None if self.backend.name == "onnxruntime" else self.backend.memory_in_use
+        read = None if self.backend.memory_kind == "RSS" else self.backend.memory_in_use
         start = time.perf_counter()
         with PeakMemory(read) as peak:
             result = work()

@@ -115,14 +115,16 @@ def tile_candidates(latent_h: int, latent_w: int, max_tile: int | None, min_tile
     return ([None] if fits_whole else []) + tiles
 
 
-def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool = False,
+def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool | None = False,
                 base: int = 0, max_tile: int | None = None, text_length: int = 300) -> MemoryPlan:
     """Choose residency and decoder tile for a `height` x `width` px run within `budget` bytes.
 
     `weights`: stage -> bytes of its graph (or a backend's `StageSizes`); `base`: memory in use
     before any stage loads (the Python process on CPU, the CUDA context on GPU); `max_tile`: the
     largest decoder input the engine's profile allows (latent positions), None when any size runs.
-    Raises UserError, before any work, when no plan fits the budget or the engine profile.
+    `keep_loaded`: True keeps every stage loaded when they fit (a note when not), False releases
+    each stage after it runs (the lowest peak: one image, nothing to reuse), None keeps them when
+    they fit. Raises UserError, before any work, when no plan fits the budget or the engine profile.
     """
     sizes = weights if isinstance(weights, StageSizes) else StageSizes(dict(weights))
     factor = model.vae_scale_factor
@@ -145,10 +147,18 @@ def plan_memory(model, weights, height: int, width: int, budget: int, keep_loade
         raise UserError(_over_budget("decoder", decoder_need(candidates[-1]), budget, sizes.engines, where))
     need["vae_decoder"] = decoder_need(tile)
     plan = MemoryPlan(budget, False, tile, need, base)
-    if sizes.engines and not keep_loaded:
-        # Reloading an engine recompiles its kernels: keep them when they all fit, silently otherwise.
-        plan.keep_loaded = plan.resident_peak <= budget
-        return plan
+    fits = plan.resident_peak <= budget
+    if keep_loaded is None or sizes.engines:
+        # Default: keep every stage loaded across images when they all fit (session creation
+        # costs more than a small image's inference), release stage by stage otherwise. Engines
+        # always follow this rule: reloading one recompiles its kernels.
+        plan.keep_loaded = fits
+    elif keep_loaded:
+        plan.keep_loaded = fits
+        if not fits:
+            plan.notes.append(f"--keep-loaded ignored: all stages together need about "
+                              f"{format_bytes(plan.resident_peak)}, over the {format_bytes(budget)} budget")
+    return plan
     if keep_loaded:
         plan.keep_loaded = plan.resident_peak <= budget
         resident = plan.resident_peak

@@ -61,11 +61,17 @@ def test_budget_below_any_plan_names_the_stage_and_the_fix():
 def test_pipeline_follows_the_plan_and_reports_peak_memory(tiny_export):
     from sana_edge.pipeline import SanaEdgePipeline
 
-    pipe = SanaEdgePipeline.from_export(tiny_export)
+    pipe = SanaEdgePipeline.from_export(tiny_export, keep_loaded=False)
     roomy = pipe.generate("a red fox", height=256, width=256, steps=2, seed=0)
     assert roomy.plan.decoder_tile is None and set(roomy.memory) == {"text_encoder", "transformer", "vae_decoder"}
     assert all(v > 0 for v in roomy.memory.values())
-    assert not pipe._sessions  # released after each stage by default
+    assert not pipe._sessions  # keep_loaded=False (what one `sana-edge run` does): released after each stage
+    reused = SanaEdgePipeline.from_export(tiny_export)  # the API default: kept across calls when they fit
+    reused.generate("a red fox", height=64, width=64, steps=1, seed=0)
+    sessions = dict(reused._sessions)
+    assert set(sessions) == set(reused.manifest.components)
+    reused.generate("a red fox", height=64, width=64, steps=1, seed=1)
+    assert all(reused._sessions[name] is session for name, session in sessions.items())  # not recreated
     # A budget just above what the weights and the other stages need forces tiles at 2048 px.
     plan = pipe.plan(2048, 2048)
     budget = max(plan.stage_bytes["text_encoder"], plan.stage_bytes["transformer"]) + (64 << 20)

@@ -15,9 +15,8 @@ from sana_edge.metrics import cosine
 
 
 @pytest.fixture(scope="module")
-def single_export(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("single") / "tiny-single"
-    return export_checkpoint(ExportOptions(str(tiny_checkpoint), out, split_transformer=False), log=lambda _: None)
+def single_export(tiny_single_export):
+    return tiny_single_export
 
 
 def test_single_graph_export_holds_the_one_transformer(single_export):

@@ -20,6 +20,7 @@ class Session(Protocol):
 
 class Backend(Protocol):
     name: str
+    memory_kind: str  # "RSS" (measured by the kernel per stage) or "GPU memory" (sampled)
 
     def load_component(self, manifest, name: str, low_memory: bool = False) -> Session: ...
 

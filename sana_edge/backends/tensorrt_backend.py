@@ -140,6 +140,7 @@ class TrtSession:
 
 class TensorRTBackend:
     name = "tensorrt"
+    memory_kind = "GPU memory"
 
     def __init__(self, manifest=None, flavor: str | None = None, graphs: str = "auto"):
         if not cuda_driver.gpu_available():
