@@ -41,6 +41,10 @@ MODELS = {
                       text_encoder=configs.GEMMA2_2B),
     "tiny": dict(transformer=configs.TINY_TRANSFORMER, vae_decoder=configs.TINY_DCAE,
                  text_encoder=configs.TINY_GEMMA2),
+    # Full-width layers, fewer of them (Gemma-2-2B: 2 of 26 layers): per-layer costs of the full
+    # model in a fraction of its time and memory, for when the full size does not fit a run.
+    "mid": dict(transformer=configs.MID_TRANSFORMER, vae_decoder=configs.TINY_DCAE,
+                text_encoder=configs.MID_GEMMA2),
 }
 
 

@@ -43,6 +43,8 @@ from .bench_models import LEGACY_TEXT_ENCODER, MODELS, model_dims
 RESULTS = Path(__file__).parent / "results"
 PATHS = ("old", "full", "uncached", "cached")
 MAX_LEN = 300  # SanaPipeline's max_sequence_length
+MODEL_LABELS = {"tiny": "tiny Gemma-2",
+                "mid": "Gemma-2-2B layer shapes, 2 of its 26 layers (random weights)"}
 
 
 class SyntheticTokenizer:
@@ -223,7 +225,7 @@ def main(argv=None) -> dict:
     threads = os.cpu_count()
     result = {
         "benchmark": "text_encoder_latency", "model": args.model,
-        "model_label": "Gemma-2-2B (random weights)" if args.model != "tiny" else "tiny Gemma-2",
+        "model_label": MODEL_LABELS.get(args.model, "Gemma-2-2B (random weights)"),
         "machine": {**describe(threads), "int8_dot": cpu_features().int8_dot, "load_average": load_average()},
         "repeats": args.repeats,
         "tokens": {"instruction": args.instruction_tokens, "prompt": args.prompt_tokens,
