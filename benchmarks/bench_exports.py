@@ -29,10 +29,10 @@ import time
 import warnings
 from pathlib import Path
 
-from .bench_models import CFG_BATCH, CAPTION_TOKENS, MODELS, model_dims
+from .bench_models import CFG_BATCH, CAPTION_TOKENS, MODELS, component_spec, model_dims
 from .dit_step_latency import step_inputs
 
-CACHE_VERSION = 2  # 2: the recipe key is the component config record
+CACHE_VERSION = 3  # 2: the recipe key is the component config record; 3: text encoder with a past K/V cache
 DEFAULT_CACHE = Path("build/bench-latency")
 FP32_TRACE_LIMIT = 6 * 2**30  # fp32 weights above this are traced in fp16 (see export_fp32)
 
@@ -44,7 +44,7 @@ def component_config(component: str, precision: str):
         return None
     from sana_edge.quant.configs import build_recipe
 
-    config = build_recipe(precision)[component]
+    config = build_recipe(precision)[component_spec(component).name]
     return config if config.changes_graph else None
 
 
@@ -60,7 +60,7 @@ def graph_dir(cache: Path, model: str, component: str, precision: str) -> Path:
     config = component_config(component, precision)
     precision = graph_precision(component, precision)
     recipe = config_record(config) if config is not None else None
-    key_source = {"v": CACHE_VERSION, "component": component, "config": MODELS[model][component],
+    key_source = {"v": CACHE_VERSION, "component": component, "config": MODELS[model][component_spec(component).name],
                   "precision": precision, "opset": OPSET, "recipe": recipe}
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return cache / f"{component}-{precision}-{key}"
@@ -91,12 +91,11 @@ def _fresh_dir(path: Path) -> None:
 def export_fp32(model: str, component: str, path: Path, log=print) -> None:
     import torch
 
-    from sana_edge.components import COMPONENTS
     from sana_edge.export.onnx_export import EXTERNAL_DATA_THRESHOLD, export_component
 
     from .bench_models import build_torch
 
-    spec, dims = COMPONENTS[component], model_dims(model)
+    spec, dims = component_spec(component), model_dims(model)
     start = time.perf_counter()
     _fresh_dir(path)
     with torch.no_grad():

@@ -189,7 +189,7 @@ def model_values(pipe):
 
     from sana_edge.manifest import ModelValues
 
-    transformer, vae = pipe.transformer.config, pipe.vae.config
+    transformer, vae, text = pipe.transformer.config, pipe.vae.config, pipe.text_encoder.config
     return ModelValues(
         latent_channels=int(transformer.in_channels),
         out_channels=int(transformer.out_channels or transformer.in_channels),
@@ -205,6 +205,9 @@ def model_values(pipe):
         decoder_block_out_channels=tuple(int(c) for c in vae.decoder_block_out_channels),
         transformer_inner_dim=int(transformer.num_attention_heads * transformer.attention_head_dim),
         mlp_ratio=float(transformer.mlp_ratio),
+        text_layers=int(text.num_hidden_layers),
+        text_kv_heads=int(text.num_key_value_heads),
+        text_head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads),
         transformer_layers=int(transformer.num_layers),
         cross_attention_heads=int(transformer.num_cross_attention_heads or 1),
         cross_attention_head_dim=int(transformer.cross_attention_head_dim or 1),

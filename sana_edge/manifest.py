@@ -44,6 +44,10 @@ class ModelValues:
     transformer_layers: int = 28
     cross_attention_heads: int = 16
     cross_attention_head_dim: int = 72
+    # The text encoder's K/V cache shape (Gemma-2-2B's by default; read from exports with a prefix cache).
+    text_layers: int = 26
+    text_kv_heads: int = 4
+    text_head_dim: int = 256
 
     @property
     def default_size(self) -> int:
@@ -59,7 +63,9 @@ class ModelValues:
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
                 "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
                 "transformer_layers": self.transformer_layers, "cross_attention_heads": self.cross_attention_heads,
-                "cross_attention_head_dim": self.cross_attention_head_dim}
+                "cross_attention_head_dim": self.cross_attention_head_dim,
+                "text_layers": self.text_layers, "text_kv_heads": self.text_kv_heads,
+                "text_head_dim": self.text_head_dim}
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -157,6 +163,11 @@ def component_record(file: Path, validation: list, extra: dict | None = None) ->
     return entry
 
 
+def file_record(file: Path, extra: dict | None = None) -> dict:
+    """A support file's manifest entry (e.g. the prompt cache): name, sha256, size, and `extra`."""
+    return {"file": file.name, "sha256": sha256_file(file), "bytes": file.stat().st_size, **(extra or {})}
+
+
 def folder_records(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
     """relative path -> sha256 of every file under `folders` of `root` (tokenizer, scheduler)."""
     return {
@@ -207,6 +218,12 @@ class Manifest:
         return config
 
     @property
+    def prompt_cache_path(self) -> Path | None:
+        """The text encoder's prompt cache (sana_edge.prompt_cache); None in exports made before it."""
+        record = self.data.get("prompt_cache")
+        return self.path(record["file"]) if record else None
+
+    @property
     def graph_format(self) -> str:
         """"onnx", or "openvino" for the IR of a `--target openvino` export."""
         value = self.data.get("graph_format", "onnx")
@@ -227,6 +244,8 @@ class Manifest:
             listed.update(entry.get("external_data") or {})
         for entry in (self.engines.get("components") or {}).values():
             listed[entry["file"]] = entry["sha256"]
+        if self.data.get("prompt_cache"):
+            listed[self.data["prompt_cache"]["file"]] = self.data["prompt_cache"]["sha256"]
         return listed
 
 
@@ -294,6 +313,9 @@ def _check_structure(data, path: Path) -> None:
             raise UserError(f"{path}: the engines' flavor {_short(engines['flavor'])} is not a name; {REEXPORT}")
         for name, entry in engines.get("components", {}).items():
             _check_file_entry(entry, f"{path}: engine '{name}'")
+    cache = data.get("prompt_cache")  # optional: exports made before the prefix cache lack it
+    if cache is not None:
+        _check_file_entry(cache, f"{path}: 'prompt_cache'")
 
 
 def _check_file_entry(entry, where: str) -> None:

@@ -19,6 +19,7 @@ from .manifest import Manifest, load_manifest
 from .memory import PeakMemory
 from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
+from .prompt_cache import load_prompt_cache
 from .text_encoding import PromptEncoder
 from .tiling import decode_tiled
 
@@ -68,7 +69,9 @@ class SanaEdgePipeline:
         except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
             raise UserError(f"{manifest.tokenizer_path} is not a tokenizer file ({_reason(exc)}); re-run `sana-edge export`") from None
         self.scheduler_config = manifest.scheduler_config
-        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
+        cache_path = manifest.prompt_cache_path
+        cache = load_prompt_cache(cache_path, model) if cache_path is not None else None
+        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session, cache=cache, model=model)
         try:
             self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session,
                                          split=TRANSFORMER_STEP.name in manifest.components)

@@ -53,8 +53,12 @@ class PromptTokenizer:
         self.chi = "\n".join(complex_human_instruction) if complex_human_instruction else ""
         self.chi_tokens = len(self._tokenizer.encode(self.chi).ids) if self.chi else 0
 
+    def ids(self, text: str) -> list[int]:
+        """Token ids of `text` as the text encoder sees them (BOS first, no padding)."""
+        return self._tokenizer.encode(text).ids
+
     def _encode(self, text: str, length: int) -> TokenizedPrompt:
-        ids = self._tokenizer.encode(text).ids
+        ids = self.ids(text)
         truncated = len(ids) > length
         # Truncation keeps the head, as transformers' right truncation does (BOS stays first).
         ids = ids[:length]
