@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sana_edge import shapes
+from sana_edge import shape_captions, shapes
 
 
 def test_scorer_reads_dataset_images_perfectly():
@@ -51,10 +51,92 @@ def test_captions_round_trip_and_bad_captions_are_refused():
         scene = shapes.sample_scene(rng, two_shapes=0.3)
         assert shapes.parse_caption(scene.caption) == scene
     assert shapes.is_caption("A green triangle on the right on a white background.")
-    for bad in ("a red fox in the snow", "a pink circle on a blue background", "a red circle"):
-        assert not shapes.is_caption(bad)
+    for bad in ("a red fox in the snow", "a pink circle on a blue background", "a red circle",
+                "a red circle on a blue background and a green background", "a red circle square on a blue background",
+                "a red circle at the top bottom on a blue background", "a red circle near the top on a blue background"):
+        assert not shapes.is_caption(bad), bad
         with pytest.raises(ValueError, match="not a shapes caption"):
             shapes.parse_caption(bad)
+
+
+def test_parser_reads_every_phrasing_the_generator_writes():
+    """Every template (held out or not), with random synonyms, articles, case and punctuation."""
+    rng = np.random.default_rng(11)
+    for _ in range(400):
+        scene = shapes.sample_scene(rng)
+        for template in shape_captions.TEMPLATES:
+            text = shape_captions.style(shape_captions.render_template(template, scene, rng), rng)
+            assert shapes.parse_caption(text) == scene, (template, text)
+    examples = {
+        "A big red circle in the middle, white background": ("large", "centre", "white"),
+        "a large red circle at the centre on a white background": ("large", "centre", "white"),
+        "little yellow triangle in the upper-right corner of a blue background.": ("small", "top right", "blue"),
+        "On a black background, a small orange circle on the left side!": ("small", "left", "black"),
+        "green square, top center, purple background": (None, "top", "purple"),
+    }
+    for text, (size, position, background) in examples.items():
+        scene = shapes.parse_caption(text)
+        assert (scene.objects[0].size, scene.objects[0].position, scene.background) == (size, position, background), text
+
+
+def _signature(text: str) -> str:
+    """A caption's word order with the attributes abstracted: "O P on B", "P , O , B"..."""
+    import re
+
+    colours, shapes_ = "|".join(shapes.PALETTE), "|".join(shapes.SHAPES)
+    position = r"(?:top|upper|bottom|lower|left|right|centre|center|middle|side|corner|[ -])+"
+    text = re.sub(r"[.!]$", "", text.lower()).replace(",", " , ")
+    text = re.sub(rf"\b(?:(on|against|of|with) )?(?:an? )?(?:{colours}) background", r" \1 B ", text)
+    text = re.sub(rf"\b(?:(?:at|in|on) )(?:the )?{position}(?=\s|$)", " P ", text)
+    text = re.sub(rf"\b(?:an? )?(?:small |little |large |big )?(?:{colours}) (?:{shapes_})", " O ", text)
+    return " ".join(text.split())
+
+
+def test_training_captions_avoid_held_out_templates_and_pairs():
+    from sana_edge.export.shapes_text import training_caption
+
+    rng = np.random.default_rng(5)
+    held_signatures = set()
+    for template in shape_captions.HELD_OUT_TEMPLATES:
+        scene = shapes.Scene((shapes.ShapeSpec("circle", "red", "large", "top left"),), "blue")
+        held_signatures.add(_signature(shape_captions.render_template(template, scene, rng)))
+    assert len(held_signatures) == len(shape_captions.HELD_OUT_TEMPLATES)
+    for _ in range(3000):
+        scene = shapes.sample_scene(rng)
+        text = training_caption(scene, rng, p_grammar=0.3)
+        assert shapes.parse_caption(text) == scene
+        assert not shape_captions.has_held_out_pair(text), text
+        if scene.objects[0].position:
+            assert _signature(text) not in held_signatures, text
+    for caption in shapes.held_out_captions(40, seed=1, kind="template"):
+        if shapes.parse_caption(caption).objects[0].position:
+            assert _signature(caption) in held_signatures, caption
+
+
+def test_held_out_caption_kinds():
+    grammar = shapes.held_out_captions(30, seed=2, kind="grammar")
+    template = shapes.held_out_captions(30, seed=2, kind="template")
+    pair = shapes.held_out_captions(30, seed=2, kind="pair")
+    assert all(shapes.parse_caption(c).caption == c for c in grammar)
+    for caption in grammar + template + pair:
+        assert shapes.is_held_out(caption)
+    assert all(shape_captions.has_held_out_pair(c) for c in pair)
+    assert not any(shape_captions.has_held_out_pair(c) for c in template)
+    assert sum(shapes.parse_caption(c).caption != c for c in template) == 30
+    with pytest.raises(ValueError, match="unknown caption kind"):
+        shapes.held_out_captions(1, seed=0, kind="nope")
+
+
+def test_committed_eval_set_is_the_generated_one():
+    """benchmarks/shapes_eval_set.json is fixed (CI scores a slice of it); it must still be what
+    the generator writes, so the benchmark and the test measure the same captions."""
+    import json
+
+    from benchmarks.shapes_score import EVAL_COUNTS, EVAL_SET, build_eval_set
+
+    committed = json.loads(EVAL_SET.read_text())
+    assert committed == build_eval_set()
+    assert {k: len(v) for k, v in committed["captions"].items()} == EVAL_COUNTS
 
 
 def test_dataset_is_seeded_and_splits_are_disjoint():
