@@ -150,6 +150,44 @@ def test_dataset_is_seeded_and_splits_are_disjoint():
     assert all(shapes.is_held_out(c) for c in held)
 
 
+def test_training_caption_embeddings_equal_the_runtime_path(tmp_path):
+    """Training runs the shared instruction prefix once (KV cache) and only the caption tokens per
+    row; the DiT must see exactly what the runtime feeds it: sana_edge.prompt's tokens (CHI,
+    lower case) through the whole text encoder, then BOS + the last 299 positions; the empty
+    negative prompt without CHI."""
+    import torch
+    from diffusers import SanaPipeline
+
+    from sana_edge.export.checkpoint import default_complex_human_instruction
+    from sana_edge.export.shapes_text import CaptionEncoder, build_tokenizer
+    from sana_edge.export.train_shapes import _new_text_encoder
+    from sana_edge.prompt import PromptTokenizer
+
+    chi = default_complex_human_instruction(SanaPipeline)
+    tokenizer = build_tokenizer(chi, seed=0)
+    tokenizer.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    text_encoder = _new_text_encoder(len(tokenizer)).eval()
+    captions = ["A big red circle at the centre, white background!", "a red square on a white background",
+                "on a blue background, a little green triangle in the upper-left corner."]
+    drop = [False, True, False]
+    runtime = PromptTokenizer(tmp_path / "tokenizer.json", chi, 300)
+    with torch.no_grad():
+        embeds, mask = CaptionEncoder(tmp_path / "tokenizer.json", chi)(text_encoder, captions, drop)
+        for i, caption in enumerate(captions):
+            tokens = runtime.negative("") if drop[i] else runtime.positive(caption)
+            hidden = text_encoder(input_ids=torch.from_numpy(tokens.input_ids),
+                                  attention_mask=torch.from_numpy(tokens.attention_mask)).last_hidden_state.numpy()
+            keep = tokens.attention_mask
+            if not drop[i]:
+                hidden, keep = runtime.select(hidden, keep)
+            want = hidden[0][keep[0].astype(bool)]
+            got = embeds[i][mask[i].bool()].numpy()
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=1e-5)
+            assert not embeds[i][~mask[i].bool()].any()  # masked positions carry nothing
+
+
 def test_training_script_writes_a_loadable_checkpoint(tmp_path):
     """A few steps of `sana-edge train-tiny` end to end: the real classes train, and the folder
     it writes is a SANA checkpoint the exporter accepts (the full run is benchmarks-scale)."""
