@@ -65,10 +65,23 @@ def _edges(mask):
     return F.max_pool2d(mask, 5, 1, 2) + F.max_pool2d(-mask, 5, 1, 2)
 
 
-def train_autoencoder(cfg, vae_config: dict, image_size: int, losses: list):
+def reconstruction_score(vae, items) -> dict:
+    """Task score of the DC-AE's reconstructions of rendered scenes: what the decoder can draw at
+    best (a blurry decoder rounds corners and the scorer reads squares and triangles as circles)."""
+    import torch
+    from PIL import Image
+
+    with torch.no_grad():
+        out = vae.decode(vae.encode(images_tensor(items)[0]).latent).sample
+    pixels = ((out.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    return shapes.summarize([shapes.score_image(Image.fromarray(p), c) for p, (_, c) in zip(pixels, items)])
+
+
+def train_autoencoder(cfg, vae_config: dict, image_size: int, losses: list, recon_scores: list):
     import torch
     from diffusers import AutoencoderDC
 
+    probe = shapes.dataset(cfg.seed + 8_191, 64, image_size, split="held_out")
     vae = AutoencoderDC(**vae_config)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
     params = list(vae.parameters())
@@ -84,6 +97,11 @@ def train_autoencoder(cfg, vae_config: dict, image_size: int, losses: list):
         losses.append(optimizer_step(opt, params, loss, cosine_lr(step, cfg.ae_steps, cfg.ae_lr)))
         if (step + 1) % cfg.log_every == 0 or step == 0:
             log(f"autoencoder step {step + 1}/{cfg.ae_steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
+        if (step + 1) % (5 * cfg.log_every) == 0 or step + 1 == cfg.ae_steps:
+            score = reconstruction_score(vae.eval(), probe)
+            vae.train()
+            recon_scores.append({"step": step + 1, "overall": score["overall"], "shape": score["accuracy"]["shape"]})
+            log(f"autoencoder step {step + 1}: reconstructions score {score['overall']:.1%}, shape {score['accuracy']['shape']:.1%}")
     return vae.eval()
 
 

@@ -33,33 +33,34 @@ CAPTION_CHANNELS = 64
 class TrainConfig:
     seed: int = 0
     threads: int = 2
-    ae_steps: int = 1200
-    ae_batch: int = 32
+    ae_steps: int = 5000
+    ae_batch: int = 16
     ae_lr: float = 1e-3
     ae_latent_noise: float = 0.1  # x std of the latents, added before decoding while training
     ae_shape_weight: float = 4.0  # extra loss weight on shape pixels (small shapes are ~2% of pixels)
     ae_edge_weight: float = 8.0  # extra loss weight within 2 px of a shape's outline
-    dit_scenes: int = 30000  # encoded once; the DiT samples batches from them
-    dit_steps: int = 6000
-    dit_batch: int = 128
+    dit_scenes: int = 20000  # encoded once; the DiT samples batches from them
+    dit_steps: int = 7000
+    dit_batch: int = 64
     dit_lr: float = 1e-3
     text_lr: float = 5e-4
     dit_ema: float = 0.999
     caption_dropout: float = 0.1
     p_grammar: float = 0.3  # share of training captions in the canonical grammar; the rest paraphrases
     flow_shift: float = 3.0
-    eval_captions: int = 48  # quick held-out score at the end (torch pipeline), 0 to skip
+    eval_captions: int = 32  # quick held-out score at the end (torch pipeline, per kind), 0 to skip
     log_every: int = 100
 
 
 def vae_config() -> dict:
     from .configs import DCAE_F32C32
 
-    channels = (8, 16, 32, 32, 64, 64)
+    # The decoder draws the shapes: more width and depth at 16 and 32 px, where outlines form
+    # (cheap: few pixels); the encoder only has to read scene parameters.
     return dict(
         DCAE_F32C32, attention_head_dim=16,
-        encoder_block_out_channels=channels, decoder_block_out_channels=channels,
-        encoder_layers_per_block=(1,) * 6, decoder_layers_per_block=(1,) * 6,
+        encoder_block_out_channels=(8, 16, 32, 32, 64, 64), decoder_block_out_channels=(8, 16, 32, 64, 64, 64),
+        encoder_layers_per_block=(1,) * 6, decoder_layers_per_block=(1, 1, 2, 2, 1, 1),
     )
 
 
@@ -108,7 +109,30 @@ def _new_text_encoder(vocab_size: int):
     return Gemma2Model(gemma_config)
 
 
-def train(out_dir: Path, cfg: TrainConfig) -> dict:
+AUTOENCODER_FIELDS = ("seed", "ae_steps", "ae_batch", "ae_lr", "ae_latent_noise", "ae_shape_weight", "ae_edge_weight")
+
+
+def _reuse_autoencoder(folder: Path, cfg: TrainConfig):
+    """The DC-AE of an earlier run with the same seed and autoencoder settings (the autoencoder
+    stage does not depend on anything after it): its model, losses and wall time."""
+    import json
+
+    from diffusers import AutoencoderDC
+
+    earlier = json.loads((folder / "train_log.json").read_text())
+    mine = {k: getattr(cfg, k) for k in AUTOENCODER_FIELDS}
+    theirs = {k: earlier["config"].get(k) for k in AUTOENCODER_FIELDS}
+    if mine != theirs or earlier["models"]["vae"] != json.loads(json.dumps(vae_config())):
+        raise UserError(f"{folder} was trained with other autoencoder settings ({theirs}); train without reusing it")
+    vae = AutoencoderDC.from_pretrained(folder / "vae").eval()
+    return (vae, earlier["losses"]["autoencoder"], earlier["autoencoder_reconstruction_score"],
+            earlier["wall_seconds"]["autoencoder"])
+
+
+def train(out_dir: Path, cfg: TrainConfig, autoencoder_from: Path | None = None, command: str | None = None) -> dict:
+    """Train into `out_dir`. `autoencoder_from`: a folder this function wrote with the same seed
+    and autoencoder settings, whose DC-AE is reused instead of retrained (iterating on the DiT
+    and text encoder stage); the log records it."""
     import torch
     from diffusers import DPMSolverMultistepScheduler, SanaPipeline
 
@@ -131,8 +155,13 @@ def train(out_dir: Path, cfg: TrainConfig) -> dict:
     wall["text"] = time.perf_counter() - start
 
     ae_losses: list[float] = []
-    vae = train_autoencoder(cfg, vae_config(), IMAGE_SIZE, ae_losses)
-    wall["autoencoder"] = time.perf_counter() - start - sum(wall.values())
+    recon_scores: list[dict] = []
+    if autoencoder_from is None:
+        vae = train_autoencoder(cfg, vae_config(), IMAGE_SIZE, ae_losses, recon_scores)
+        wall["autoencoder"] = time.perf_counter() - start - sum(wall.values())
+    else:
+        vae, ae_losses, recon_scores, wall["autoencoder"] = _reuse_autoencoder(Path(autoencoder_from), cfg)
+        start -= wall["autoencoder"]  # totals count the reused stage's own training time
     latents, scenes = encode_scenes(vae, cfg, IMAGE_SIZE)
     # SANA feeds the DiT latents * scaling_factor; make that unit variance, as DC-AE's 0.41407 does.
     scaling = float(1.0 / latents.std())
@@ -153,15 +182,19 @@ def train(out_dir: Path, cfg: TrainConfig) -> dict:
     wall["total_training"] = time.perf_counter() - start
     score = quick_score(pipe, cfg.eval_captions, cfg.seed) if cfg.eval_captions else None
     train_log = {
+        "command": command,
         "config": asdict(cfg),
         "models": {"vae": vae_config(), "transformer": transformer_config(),
                    "text_encoder": text_encoder_config(len(tokenizer)),
                    "params": {name: sum(p.numel() for p in m.parameters()) for name, m in
                               (("vae", vae), ("transformer", transformer), ("text_encoder", text_encoder))}},
         "latent_scaling_factor": scaling,
+        "autoencoder_reconstruction_score": recon_scores,
         "caption_separation_mean_cosine": separation,
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
-        "losses": {"autoencoder": _thin(ae_losses, cfg.log_every), "transformer": _thin(dit_losses, cfg.log_every)},
+        "losses": {"autoencoder": ae_losses if autoencoder_from else _thin(ae_losses, cfg.log_every),
+                   "transformer": _thin(dit_losses, cfg.log_every)},
+        "autoencoder_reused_from": str(autoencoder_from) if autoencoder_from else None,
         "quick_score_torch": score,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -207,8 +240,10 @@ def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: in
     if cfg.eval_captions < 0:
         raise UserError(f"--eval-captions must be 0 or more (got {cfg.eval_captions})")
     check_out_dir(out_dir, force)
+    command = (f"sana-edge train-tiny {out_dir} --seed {cfg.seed} --threads {cfg.threads} --ae-steps {cfg.ae_steps} "
+               f"--dit-steps {cfg.dit_steps} --eval-captions {cfg.eval_captions}")
     with staging_dir(out_dir) as stage:
-        log = train(stage, cfg)
+        log = train(stage, cfg, command=command)
     score = log["quick_score_torch"]
     summary = (f", quick held-out score {score['grammar']['overall']:.1%} (grammar) / "
                f"{score['template']['overall']:.1%} (paraphrase templates)") if score else ""
