@@ -56,11 +56,13 @@ def vae_config() -> dict:
     from .configs import DCAE_F32C32
 
     # The decoder draws the shapes: more width and depth at 16 and 32 px, where outlines form
-    # (cheap: few pixels); the encoder only has to read scene parameters.
+    # (cheap: few pixels); the encoder only has to read scene parameters. No blocks at full
+    # resolution (layers 0 at stage 0: a strided conv in, a 2x upsampling conv out), which cost
+    # ~40% of a training step for 8 channels at 128x128.
     return dict(
         DCAE_F32C32, attention_head_dim=16,
         encoder_block_out_channels=(8, 16, 32, 32, 64, 64), decoder_block_out_channels=(8, 16, 32, 64, 64, 64),
-        encoder_layers_per_block=(1,) * 6, decoder_layers_per_block=(1, 1, 2, 2, 1, 1),
+        encoder_layers_per_block=(0, 1, 1, 1, 1, 1), decoder_layers_per_block=(0, 1, 2, 2, 1, 1),
     )
 
 
