@@ -44,16 +44,17 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
-def optimizer_step(opt, params, loss, lr: float) -> float:
-    """One clipped AdamW step at learning rate `lr` (times each group's `lr_scale`); returns
-    the loss as a float."""
+def optimizer_step(opt, loss, lr: float) -> float:
+    """One AdamW step at learning rate `lr` (times each group's `lr_scale`), gradients clipped to
+    norm 1 per parameter group (the text encoder's gradient norm starts ~4x the DiT's: one global
+    clip would let it set the DiT's step); returns the loss as a float."""
     import torch
 
-    for group in opt.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+        torch.nn.utils.clip_grad_norm_(group["params"], 1.0)
     opt.step()
     return loss.item()
 
@@ -85,7 +86,6 @@ def train_autoencoder(cfg, vae_config: dict, image_size: int, losses: list, reco
     # channels_last: oneDNN's convolutions run ~15% faster on it (measured on this CPU, AVX2).
     vae = AutoencoderDC(**vae_config).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
-    params = list(vae.parameters())
     vae.train()
     for step in range(cfg.ae_steps):
         x, mask = images_tensor(shapes.dataset(cfg.seed * 1_000_003 + step, cfg.ae_batch, image_size))
@@ -96,7 +96,7 @@ def train_autoencoder(cfg, vae_config: dict, image_size: int, losses: list, reco
         weight = 1.0 + cfg.ae_shape_weight * mask + cfg.ae_edge_weight * _edges(mask)
         error = (y - x).abs()
         loss = ((error + 4 * error**2) * weight).mean() / weight.mean()
-        losses.append(optimizer_step(opt, params, loss, cosine_lr(step, cfg.ae_steps, cfg.ae_lr)))
+        losses.append(optimizer_step(opt, loss, cosine_lr(step, cfg.ae_steps, cfg.ae_lr)))
         if (step + 1) % cfg.log_every == 0 or step == 0:
             log(f"autoencoder step {step + 1}/{cfg.ae_steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
         if (step + 1) % (5 * cfg.log_every) == 0 or step + 1 == cfg.ae_steps:
@@ -135,7 +135,6 @@ def train_transformer(cfg, transformer_config: dict, x0, scenes, text_encoder, c
         {"params": list(dit.parameters())},
         {"params": list(text_encoder.parameters()), "lr_scale": cfg.text_lr / cfg.dit_lr},
     ], lr=cfg.dit_lr, weight_decay=0.0)
-    params = list(dit.parameters()) + list(text_encoder.parameters())
     pairs = list(zip(ema_dit.parameters(), dit.parameters())) + list(zip(ema_text.parameters(), text_encoder.parameters()))
     rng = np.random.default_rng(cfg.seed + 17)
     dit.train()
@@ -153,7 +152,7 @@ def train_transformer(cfg, transformer_config: dict, x0, scenes, text_encoder, c
         noisy = (1 - s) * clean + s * noise
         velocity = dit(noisy, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=sigma * 1000).sample
         loss = ((velocity - (noise - clean)) ** 2).mean()
-        losses.append(optimizer_step(opt, params, loss, cosine_lr(step, cfg.dit_steps, cfg.dit_lr)))
+        losses.append(optimizer_step(opt, loss, cosine_lr(step, cfg.dit_steps, cfg.dit_lr)))
         decay = min(cfg.dit_ema, (1 + step) / (10 + step))  # short warm-up: early EMA tracks the model
         with torch.no_grad():
             for e, p in pairs:

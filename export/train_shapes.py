@@ -111,30 +111,31 @@ def _new_text_encoder(vocab_size: int):
     return Gemma2Model(gemma_config)
 
 
-AUTOENCODER_FIELDS = ("seed", "ae_steps", "ae_batch", "ae_lr", "ae_latent_noise", "ae_shape_weight", "ae_edge_weight")
+def _autoencoder_stage(cfg: TrainConfig, cache: Path | None):
+    """(vae, losses, reconstruction scores, seconds, reused): trained, or read from `cache`."""
+    from . import shapes_stage_cache
+    from .shapes_loops import log, train_autoencoder
+
+    cached = shapes_stage_cache.load(cache, cfg, vae_config()) if cache else None
+    if cached:
+        vae, record = cached
+        log(f"autoencoder reused from {cache} (same seed and settings)")
+        return vae, record["losses"], record["reconstruction_score"], record["seconds"], True
+    start = time.perf_counter()
+    losses: list[float] = []
+    scores: list[dict] = []
+    vae = train_autoencoder(cfg, vae_config(), IMAGE_SIZE, losses, scores)
+    seconds = time.perf_counter() - start
+    thinned = _thin(losses, cfg.log_every)
+    if cache:
+        shapes_stage_cache.save(cache, cfg, vae_config(), vae,
+                                {"losses": thinned, "reconstruction_score": scores, "seconds": seconds})
+    return vae, thinned, scores, seconds, False
 
 
-def _reuse_autoencoder(folder: Path, cfg: TrainConfig):
-    """The DC-AE of an earlier run with the same seed and autoencoder settings (the autoencoder
-    stage does not depend on anything after it): its model, losses and wall time."""
-    import json
-
-    from diffusers import AutoencoderDC
-
-    earlier = json.loads((folder / "train_log.json").read_text())
-    mine = {k: getattr(cfg, k) for k in AUTOENCODER_FIELDS}
-    theirs = {k: earlier["config"].get(k) for k in AUTOENCODER_FIELDS}
-    if mine != theirs or earlier["models"]["vae"] != json.loads(json.dumps(vae_config())):
-        raise UserError(f"{folder} was trained with other autoencoder settings ({theirs}); train without reusing it")
-    vae = AutoencoderDC.from_pretrained(folder / "vae").eval()
-    return (vae, earlier["losses"]["autoencoder"], earlier["autoencoder_reconstruction_score"],
-            earlier["wall_seconds"]["autoencoder"])
-
-
-def train(out_dir: Path, cfg: TrainConfig, autoencoder_from: Path | None = None, command: str | None = None) -> dict:
-    """Train into `out_dir`. `autoencoder_from`: a folder this function wrote with the same seed
-    and autoencoder settings, whose DC-AE is reused instead of retrained (iterating on the DiT
-    and text encoder stage); the log records it."""
+def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None, command: str | None = None) -> dict:
+    """Train into `out_dir`. `autoencoder_cache`: a folder for the DC-AE stage's result (see
+    export/shapes_stage_cache.py): reused when it matches the seed and settings, else written."""
     import torch
     from diffusers import DPMSolverMultistepScheduler, SanaPipeline
 
@@ -156,14 +157,8 @@ def train(out_dir: Path, cfg: TrainConfig, autoencoder_from: Path | None = None,
     separation = {"random_init": caption_separation(text_encoder, captions, probe)}
     wall["text"] = time.perf_counter() - start
 
-    ae_losses: list[float] = []
-    recon_scores: list[dict] = []
-    if autoencoder_from is None:
-        vae = train_autoencoder(cfg, vae_config(), IMAGE_SIZE, ae_losses, recon_scores)
-        wall["autoencoder"] = time.perf_counter() - start - sum(wall.values())
-    else:
-        vae, ae_losses, recon_scores, wall["autoencoder"] = _reuse_autoencoder(Path(autoencoder_from), cfg)
-        start -= wall["autoencoder"]  # totals count the reused stage's own training time
+    vae, ae_losses, recon_scores, wall["autoencoder"], reused = _autoencoder_stage(cfg, autoencoder_cache)
+    start -= wall["autoencoder"] if reused else 0.0  # totals count the reused stage's own training time
     latents, scenes = encode_scenes(vae, cfg, IMAGE_SIZE)
     # SANA feeds the DiT latents * scaling_factor; make that unit variance, as DC-AE's 0.41407 does.
     scaling = float(1.0 / latents.std())
@@ -194,9 +189,8 @@ def train(out_dir: Path, cfg: TrainConfig, autoencoder_from: Path | None = None,
         "autoencoder_reconstruction_score": recon_scores,
         "caption_separation_mean_cosine": separation,
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
-        "losses": {"autoencoder": ae_losses if autoencoder_from else _thin(ae_losses, cfg.log_every),
-                   "transformer": _thin(dit_losses, cfg.log_every)},
-        "autoencoder_reused_from": str(autoencoder_from) if autoencoder_from else None,
+        "losses": {"autoencoder": ae_losses, "transformer": _thin(dit_losses, cfg.log_every)},
+        "autoencoder_reused_from_cache": reused,
         "quick_score_torch": score,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -227,6 +221,7 @@ def _thin(values: list[float], every: int) -> list[float]:
 def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: int | None = None,
                  dit_steps: int | None = None, threads: int = 2, eval_captions: int | None = None) -> dict:
     """`sana-edge train-tiny`: check the options, train into a staging folder, report."""
+    from . import shapes_stage_cache
     from .exporter import check_out_dir, staging_dir
 
     defaults = TrainConfig()
@@ -245,7 +240,7 @@ def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: in
     command = (f"sana-edge train-tiny {out_dir} --seed {cfg.seed} --threads {cfg.threads} --ae-steps {cfg.ae_steps} "
                f"--dit-steps {cfg.dit_steps} --eval-captions {cfg.eval_captions}")
     with staging_dir(out_dir) as stage:
-        log = train(stage, cfg, command=command)
+        log = train(stage, cfg, autoencoder_cache=shapes_stage_cache.cache_dir_for(out_dir), command=command)
     score = log["quick_score_torch"]
     summary = (f", quick held-out score {score['grammar']['overall']:.1%} (grammar) / "
                f"{score['template']['overall']:.1%} (paraphrase templates)") if score else ""

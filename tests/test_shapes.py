@@ -190,21 +190,35 @@ def test_training_caption_embeddings_equal_the_runtime_path(tmp_path):
 
 def test_training_script_writes_a_loadable_checkpoint(tmp_path):
     """A few steps of `sana-edge train-tiny` end to end: the real classes train, and the folder
-    it writes is a SANA checkpoint the exporter accepts (the full run is benchmarks-scale)."""
+    it writes is a SANA checkpoint the exporter accepts (the full run is benchmarks-scale). A
+    second run with the same seed and autoencoder settings reuses the cached DC-AE."""
     import json
+
+    import torch
 
     from sana_edge.export.checkpoint import check_sana_folder, load_sana_pipeline
     from sana_edge.export.train_shapes import TrainConfig, train
 
-    cfg = TrainConfig(ae_steps=2, ae_batch=4, dit_steps=2, dit_batch=8, dit_scenes=16, eval_captions=0, log_every=1)
-    log = train(tmp_path, cfg)
-    check_sana_folder(tmp_path)
-    pipe = load_sana_pipeline(tmp_path)
+    cfg = TrainConfig(ae_steps=2, ae_batch=4, dit_steps=2, dit_batch=8, dit_scenes=16, eval_captions=0, log_every=1,
+                      threads=1)
+    cache = tmp_path / "ae-cache"
+    log = train(tmp_path / "a", cfg, autoencoder_cache=cache)
+    check_sana_folder(tmp_path / "a")
+    pipe = load_sana_pipeline(tmp_path / "a")
     assert pipe.vae.config.scaling_factor == pytest.approx(log["latent_scaling_factor"])
     assert pipe.transformer.config.sample_size * 32 == 128
     assert len(log["losses"]["autoencoder"]) == 2 and len(log["losses"]["transformer"]) == 2
-    assert json.loads((tmp_path / "train_log.json").read_text())["config"]["seed"] == 0
-    assert shapes.is_caption((tmp_path / "calibration_prompts.txt").read_text().splitlines()[1])
+    assert not log["autoencoder_reused_from_cache"] and log["autoencoder_reconstruction_score"]
+    assert json.loads((tmp_path / "a" / "train_log.json").read_text())["config"]["seed"] == 0
+    assert shapes.is_caption((tmp_path / "a" / "calibration_prompts.txt").read_text().splitlines()[1])
+
+    again = train(tmp_path / "b", cfg, autoencoder_cache=cache)
+    assert again["autoencoder_reused_from_cache"]
+    assert again["losses"]["autoencoder"] == log["losses"]["autoencoder"]
+    vae_b = load_sana_pipeline(tmp_path / "b").vae
+    assert all(torch.equal(a, b) for a, b in zip(pipe.vae.parameters(), vae_b.parameters()))
+    other = train(tmp_path / "c", TrainConfig(**{**cfg.__dict__, "ae_steps": 3}), autoencoder_cache=cache)
+    assert not other["autoencoder_reused_from_cache"]  # other settings: trained, cache replaced
 
 
 def test_train_tiny_refuses_bad_options(tmp_path, capsys):
