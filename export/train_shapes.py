@@ -104,11 +104,27 @@ def quick_score(pipe, count: int, seed: int) -> dict:
 
 
 def _new_text_encoder(vocab_size: int):
+    """A fresh Gemma-2 that starts as a bag of distinct token embeddings.
+
+    At Gemma's default init a token's own embedding (std 0.02, x sqrt(hidden)) is ~0.16 RMS while
+    each attention / MLP branch adds a post-normed ~1 RMS, mostly the average over the 160 CHI
+    tokens: every caption token comes out nearly the same vector (mean cosine 0.996 between
+    captions), which is what made the frozen random encoder fragile. Unit-RMS embeddings and
+    branches scaled to 0.1 at init (post-norm weights -0.9; Gemma's norms scale by 1 + weight)
+    keep the tokens apart from the first step; training turns the context branches up."""
+    import torch
     from transformers import Gemma2Config, Gemma2Model
 
     gemma_config = Gemma2Config(**text_encoder_config(vocab_size))
     gemma_config._attn_implementation = "eager"  # logit soft-capping needs eager attention
-    return Gemma2Model(gemma_config)
+    model = Gemma2Model(gemma_config)
+    with torch.no_grad():
+        model.embed_tokens.weight.normal_(0.0, CAPTION_CHANNELS**-0.5)
+        model.embed_tokens.weight[gemma_config.pad_token_id].zero_()
+        for layer in model.layers:
+            layer.post_attention_layernorm.weight.fill_(-0.9)
+            layer.post_feedforward_layernorm.weight.fill_(-0.9)
+    return model
 
 
 def _autoencoder_stage(cfg: TrainConfig, cache: Path | None):
