@@ -122,12 +122,13 @@ def encode_scenes(vae, cfg, image_size: int):
 
 
 def train_transformer(cfg, transformer_config: dict, x0, scenes, text_encoder, captions: CaptionEncoder,
-                      losses: list):
-    """Flow matching of a new DiT and `text_encoder` together; returns their EMA copies."""
+                      losses: list, dit=None):
+    """Flow matching of a DiT (new from `transformer_config`, or `dit` to train on) and
+    `text_encoder` together; returns their EMA copies."""
     import torch
     from diffusers import SanaTransformer2DModel
 
-    dit = SanaTransformer2DModel(**transformer_config)
+    dit = SanaTransformer2DModel(**transformer_config) if dit is None else dit
     text_encoder.train()
     ema_dit = copy.deepcopy(dit).eval().requires_grad_(False)
     ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False)

@@ -149,9 +149,32 @@ def _autoencoder_stage(cfg: TrainConfig, cache: Path | None):
     return vae, thinned, scores, seconds, False
 
 
-def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None, command: str | None = None) -> dict:
+def _load_init(checkpoint: Path):
+    """(tokenizer, text encoder, DC-AE, DiT) of a trained shapes-SANA folder, to train on from."""
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+    from transformers import AutoTokenizer, Gemma2Model
+
+    for part in ("tokenizer", "text_encoder", "vae", "transformer"):
+        if not (checkpoint / part).is_dir():
+            raise UserError(f"--init-from {checkpoint} has no {part}/ folder: give a folder written by sana-edge train-tiny")
+    text_encoder = Gemma2Model.from_pretrained(checkpoint / "text_encoder", attn_implementation="eager")
+    return (AutoTokenizer.from_pretrained(checkpoint / "tokenizer"), text_encoder,
+            AutoencoderDC.from_pretrained(checkpoint / "vae").eval(),
+            SanaTransformer2DModel.from_pretrained(checkpoint / "transformer"))
+
+
+def _model_configs(*models) -> dict:
+    return {name: {k: v for k, v in m.config.to_dict().items() if not k.startswith("_")} if hasattr(m.config, "to_dict")
+            else {k: v for k, v in m.config.items() if not k.startswith("_")} for name, m in models}
+
+
+def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None, command: str | None = None,
+          init_from: Path | None = None) -> dict:
     """Train into `out_dir`. `autoencoder_cache`: a folder for the DC-AE stage's result (see
-    export/shapes_stage_cache.py): reused when it matches the seed and settings, else written."""
+    export/shapes_stage_cache.py): reused when it matches the seed and settings, else written.
+    `init_from`: a trained shapes-SANA folder: its tokenizer and DC-AE are kept as they are (no
+    autoencoder stage, same latent scaling) and its DiT and text encoder train on from their
+    weights (fine-tuning, e.g. on new phrasings, in a fraction of a full run)."""
     import torch
     from diffusers import DPMSolverMultistepScheduler, SanaPipeline
 
@@ -165,26 +188,31 @@ def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None
     start = time.perf_counter()
     wall: dict[str, float] = {}
     chi = default_complex_human_instruction(SanaPipeline)
-    tokenizer = build_tokenizer(chi, cfg.seed)
+    initial = _load_init(Path(init_from)) if init_from else None
+    tokenizer = initial[0] if initial else build_tokenizer(chi, cfg.seed)
     tokenizer.save_pretrained(out_dir / "tokenizer")
     captions = CaptionEncoder(out_dir / "tokenizer" / "tokenizer.json", chi)
-    text_encoder = _new_text_encoder(len(tokenizer))
+    text_encoder = initial[1] if initial else _new_text_encoder(len(tokenizer))
     probe = shapes.held_out_captions(64, cfg.seed + 31, "grammar")
-    separation = {"random_init": caption_separation(text_encoder, captions, probe)}
+    separation = {"initial": caption_separation(text_encoder, captions, probe)}
     wall["text"] = time.perf_counter() - start
 
-    vae, ae_losses, recon_scores, wall["autoencoder"], reused = _autoencoder_stage(cfg, autoencoder_cache)
+    if initial:
+        vae, ae_losses, recon_scores, wall["autoencoder"], reused = initial[2], [], [], 0.0, False
+    else:
+        vae, ae_losses, recon_scores, wall["autoencoder"], reused = _autoencoder_stage(cfg, autoencoder_cache)
     start -= wall["autoencoder"] if reused else 0.0  # totals count the reused stage's own training time
     latents, scenes = encode_scenes(vae, cfg, IMAGE_SIZE)
-    # SANA feeds the DiT latents * scaling_factor; make that unit variance, as DC-AE's 0.41407 does.
-    scaling = float(1.0 / latents.std())
+    # SANA feeds the DiT latents * scaling_factor; make that unit variance, as DC-AE's 0.41407 does
+    # (a DiT trained on from a checkpoint keeps the scaling it was trained with).
+    scaling = float(vae.config.scaling_factor) if initial else float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
     wall["encode"] = time.perf_counter() - start - sum(wall.values())
     log(f"{len(scenes)} scenes encoded, latent scaling {scaling:.4f}")
 
     dit_losses: list[float] = []
     transformer, text_encoder = train_transformer(cfg, transformer_config(), latents * scaling, scenes, text_encoder,
-                                                  captions, dit_losses)
+                                                  captions, dit_losses, dit=initial[3] if initial else None)
     separation["trained"] = caption_separation(text_encoder, captions, probe)
     wall["transformer_and_text_encoder"] = time.perf_counter() - start - sum(wall.values())
 
@@ -197,8 +225,10 @@ def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None
     train_log = {
         "command": command,
         "config": asdict(cfg),
-        "models": {"vae": vae_config(), "transformer": transformer_config(),
-                   "text_encoder": text_encoder_config(len(tokenizer)),
+        "init_from": str(init_from) if init_from else None,
+        "models": {**(_model_configs(("vae", vae), ("transformer", transformer), ("text_encoder", text_encoder)) if initial
+                      else {"vae": vae_config(), "transformer": transformer_config(),
+                            "text_encoder": text_encoder_config(len(tokenizer))}),
                    "params": {name: sum(p.numel() for p in m.parameters()) for name, m in
                               (("vae", vae), ("transformer", transformer), ("text_encoder", text_encoder))}},
         "latent_scaling_factor": scaling,
@@ -235,28 +265,34 @@ def _thin(values: list[float], every: int) -> list[float]:
 
 
 def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: int | None = None,
-                 dit_steps: int | None = None, threads: int = 2, eval_captions: int | None = None) -> dict:
+                 dit_steps: int | None = None, threads: int = 2, eval_captions: int | None = None,
+                 init_from: Path | None = None, dit_scenes: int | None = None, dit_lr: float | None = None,
+                 text_lr: float | None = None) -> dict:
     """`sana-edge train-tiny`: check the options, train into a staging folder, report."""
     from . import shapes_stage_cache
     from .exporter import check_out_dir, staging_dir
 
-    defaults = TrainConfig()
-    cfg = TrainConfig(
-        seed=seed, threads=threads,
-        ae_steps=defaults.ae_steps if ae_steps is None else ae_steps,
-        dit_steps=defaults.dit_steps if dit_steps is None else dit_steps,
-        eval_captions=defaults.eval_captions if eval_captions is None else eval_captions,
-    )
-    for name, value in (("--ae-steps", cfg.ae_steps), ("--dit-steps", cfg.dit_steps), ("--threads", cfg.threads)):
+    given = {"ae_steps": ae_steps, "dit_steps": dit_steps, "eval_captions": eval_captions, "dit_scenes": dit_scenes,
+             "dit_lr": dit_lr, "text_lr": text_lr}
+    cfg = TrainConfig(seed=seed, threads=threads, **{k: v for k, v in given.items() if v is not None})
+    for name, value in (("--ae-steps", cfg.ae_steps), ("--dit-steps", cfg.dit_steps), ("--threads", cfg.threads),
+                        ("--dit-scenes", cfg.dit_scenes)):
         if value < 1:
             raise UserError(f"{name} must be at least 1 (got {value})")
+    for name, value in (("--dit-lr", cfg.dit_lr), ("--text-lr", cfg.text_lr)):
+        if not value > 0:
+            raise UserError(f"{name} must be above 0 (got {value})")
     if cfg.eval_captions < 0:
         raise UserError(f"--eval-captions must be 0 or more (got {cfg.eval_captions})")
+    if init_from is not None and not Path(init_from).is_dir():
+        raise UserError(f"--init-from {init_from} is not a folder: give a checkpoint written by sana-edge train-tiny")
     check_out_dir(out_dir, force)
     command = (f"sana-edge train-tiny {out_dir} --seed {cfg.seed} --threads {cfg.threads} --ae-steps {cfg.ae_steps} "
-               f"--dit-steps {cfg.dit_steps} --eval-captions {cfg.eval_captions}")
+               f"--dit-steps {cfg.dit_steps} --dit-scenes {cfg.dit_scenes} --dit-lr {cfg.dit_lr} --text-lr {cfg.text_lr} "
+               f"--eval-captions {cfg.eval_captions}" + (f" --init-from {init_from}" if init_from else ""))
     with staging_dir(out_dir) as stage:
-        log = train(stage, cfg, autoencoder_cache=shapes_stage_cache.cache_dir_for(out_dir), command=command)
+        log = train(stage, cfg, autoencoder_cache=shapes_stage_cache.cache_dir_for(out_dir), command=command,
+                    init_from=init_from)
     score = log["quick_score_torch"]
     summary = (f", quick held-out score {score['grammar']['overall']:.1%} (grammar) / "
                f"{score['template']['overall']:.1%} (paraphrase templates)") if score else ""
