@@ -27,35 +27,39 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 from .bench_models import CFG_BATCH, CAPTION_TOKENS, MODELS, model_dims
 from .dit_step_latency import step_inputs
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the recipe key is the component config record
 DEFAULT_CACHE = Path("build/bench-latency")
 FP32_TRACE_LIMIT = 6 * 2**30  # fp32 weights above this are traced in fp16 (see export_fp32)
 
 
+def component_config(component: str, precision: str):
+    """The quantization config `sana-edge export --precision P` gives this component (the same
+    recipe path: sana_edge.quant.configs.build_recipe), or None for fp32."""
+    if precision == "fp32":
+        return None
+    from sana_edge.quant.configs import build_recipe
+
+    config = build_recipe(precision)[component]
+    return config if config.changes_graph else None
+
+
 def graph_precision(component: str, precision: str) -> str:
     """The precision the recipe gives this component (int8/int4 keep the decoder in fp32)."""
-    if precision == "fp32":
-        return "fp32"
-    from sana_edge.quant.recipes import recipe_for
-
-    return "fp32" if getattr(recipe_for(precision), component) == "fp32" else precision
+    return "fp32" if component_config(component, precision) is None else precision
 
 
 def graph_dir(cache: Path, model: str, component: str, precision: str) -> Path:
     from sana_edge.export.onnx_export import OPSET
+    from sana_edge.quant.configs import config_record
 
+    config = component_config(component, precision)
     precision = graph_precision(component, precision)
-    recipe = None
-    if precision != "fp32":
-        from sana_edge.quant.recipes import QuantOptions, recipe_for
-
-        recipe = {"recipe": asdict(recipe_for(precision)), "options": asdict(QuantOptions())}
+    recipe = config_record(config) if config is not None else None
     key_source = {"v": CACHE_VERSION, "component": component, "config": MODELS[model][component],
                   "precision": precision, "opset": OPSET, "recipe": recipe}
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -67,7 +71,8 @@ def graph_file(cache: Path, model: str, component: str, precision: str) -> Path:
 
 
 def graph_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    """A graph's files: <name>.onnx (+ .onnx.data), or OpenVINO's <name>.xml + .bin."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.stem + ".*"))
 
 
 def is_cached(path: Path) -> bool:
@@ -212,37 +217,45 @@ def _resave(traced: Path, path: Path) -> None:
     shutil.rmtree(traced.parent)
 
 
+def calibration_feeds(model: str) -> list[dict]:
+    """Random transformer feeds at a small latent size: the scales differ from a trajectory
+    calibration, the quantized graph's ops and shapes (what latency depends on) do not."""
+    channels = model_dims(model)["caption_channels"]
+    feeds = []
+    for i, t in enumerate((999.0, 700.0, 400.0, 100.0)):
+        feed = step_inputs(256, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=channels)
+        feed["timestep"][:] = t
+        feed["latents"] = feed["latents"] * (1 + i / 4)
+        feeds.append(feed)
+    return feeds
+
+
 def quantize(model: str, component: str, precision: str, source: Path, path: Path, log=print) -> None:
-    """Apply the recipe's method for `component` to a copy of the fp32 graph."""
-    from sana_edge.quant.apply import METHODS
-    from sana_edge.quant.recipes import DEFAULT_KEEP_FP, TEXT_ENCODER_KEEP_FP, QuantOptions, recipe_for
+    """Apply the recipe's config for `component` to a copy of the fp32 graph."""
+    from sana_edge.quant.apply import quantize_component
 
     start = time.perf_counter()
     _fresh_dir(path)
     for file in source.parent.glob(source.name + "*"):
         shutil.copy(file, path.parent / file.name)
-    method = getattr(recipe_for(precision), component)
+    config = component_config(component, precision)
     feeds = None
-    if recipe_for(precision).needs_calibration and component == "transformer":
-        # Random feeds at a small latent size: the scales differ from a trajectory calibration,
-        # the quantized graph's ops and shapes (what latency depends on) do not.
-        channels = model_dims(model)["caption_channels"]
-        feeds = []
-        for i, t in enumerate((999.0, 700.0, 400.0, 100.0)):
-            feed = step_inputs(256, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=channels)
-            feed["timestep"][:] = t
-            feed["latents"] = feed["latents"] * (1 + i / 4)
-            feeds.append(feed)
-    keep_fp = DEFAULT_KEEP_FP if component == "transformer" else TEXT_ENCODER_KEEP_FP
-    METHODS[method](path, QuantOptions(), feeds, keep_fp)
+    if config.needs_calibration:
+        feeds = calibration_feeds(model)
+    quantize_component(path, config, feeds)
     _mark_done(path, time.perf_counter() - start)
-    log(f"quantized {component} {precision} ({method}) in {time.perf_counter() - start:.0f}s -> {path}")
+    log(f"quantized {component} {precision} ({type(config).__name__}) in {time.perf_counter() - start:.0f}s -> {path}")
 
 
 def ensure_graphs(model: str, component: str, precisions: list[str], cache: Path, log=print) -> dict[str, str]:
+    from .bench_nncf_graphs import ensure_nncf_graph, is_nncf_kind
+
     fp32 = graph_file(cache, model, component, "fp32")
     paths = {}
     for precision in precisions:
+        if is_nncf_kind(precision):
+            paths[precision] = ensure_nncf_graph(model, component, precision, cache, log)
+            continue
         path = graph_file(cache, model, component, precision)
         if not is_cached(path):
             if not is_cached(fp32):

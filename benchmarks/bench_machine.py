@@ -28,6 +28,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The vector extensions the ONNX Runtime kernels can use here, e.g. 'AVX2, AVX-512, VNNI'."""
+    from sana_edge.cpu import cpu_features
+
+    return cpu_features().describe()
+
+
+def load_average() -> float | None:
+    """1-minute load average: other work on a shared machine shows up here, next to the figures."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def gpu_model() -> str | None:
     """The first NVIDIA GPU's name, without importing torch (nvidia-smi), or None."""
     import shutil
@@ -44,14 +59,26 @@ def gpu_model() -> str | None:
     return names[0].strip() if out.returncode == 0 and names else None
 
 
-def machine_tag(cores: int, cpu: str, gpu: str | None = None) -> str:
-    """e.g. cpu-2c-amd-epyc; gpu-nvidia-h100-... when a GPU was used."""
+def isa_tag(isa: list[str]) -> str:
+    """The ISA class that decides which precision is fastest: amx, avx512-vnni, avx-vnni, avx512, avx2."""
+    for flag, tag in (("amx_int8", "amx"), ("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"),
+                      ("avx512f", "avx512"), ("avx2", "avx2")):
+        if flag in isa:
+            return tag
+    return "isa-unknown"
+
+
+def machine_tag(cores: int, cpu: str, gpu: str | None = None, isa: list[str] | None = None) -> str:
+    """e.g. cpu-2c-amd-epyc-avx2 (the ISA class: the same CPU name comes with and without VNNI);
+    gpu-nvidia-h100-... when a GPU was used."""
     def slug(text: str, words: int) -> str:
         text = re.sub(r"\((R|TM|tm|r)\)|\bCPU\b|\bProcessor\b|\bwith\b.*|@.*|\d+-Core", " ", text)
         parts = re.findall(r"[a-z0-9]+", text.lower())
         return "-".join(parts[:words]) or "unknown"
 
-    return f"gpu-{slug(gpu, 4)}" if gpu else f"cpu-{cores}c-{slug(cpu, 3)}"
+    if gpu:
+        return f"gpu-{slug(gpu, 4)}"
+    return f"cpu-{cores}c-{slug(cpu, 3)}" + (f"-{isa_tag(isa)}" if isa is not None else "")
 
 
 def mem_available_gb() -> float | None:
@@ -112,6 +139,7 @@ def ort_gemm_rates(threads: int, n: int = GEMM_N, repeats: int = 5) -> dict:
 def describe(threads: int) -> dict:
     return {
         "cpu": cpu_model(),
+        "isa": cpu_isa(),
         "cores": os.cpu_count(),
         "threads": threads,
         "gpu": gpu_model(),

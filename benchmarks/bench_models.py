@@ -75,7 +75,7 @@ def build_torch(model: str, component: str):
     from transformers import Gemma2Config, Gemma2Model
 
     from sana_edge.components import COMPONENTS
-    from sana_edge.export.onnx_export import torch_module
+    from sana_edge.export.wrappers import torch_module
 
     cfg = MODELS[model][component]
     torch.manual_seed(0)

@@ -45,6 +45,8 @@ def summarize(result: dict) -> dict:
             complete = all(v is not None for v in medians.values())
             row["total_s"] = medians["text_encoder"] + steps * medians["step"] + medians["decode"] if complete else None
             row["peak_rss_mb"] = {s: (m or {}).get("peak_rss_mb") for s, m in stages.items()}
+            loads = [v for m in stages.values() for v in ((m or {}).get("load_avg") or []) if v is not None]
+            row["load_avg_max"] = max(loads) if loads else None
             row["x_from_floor"] = {s: (m or {}).get("x_from_floor") for s, m in stages.items()}
             if complete:
                 parts = {"text_encoder": medians["text_encoder"], f"{steps}_steps": steps * medians["step"], "decode": medians["decode"]}
@@ -71,8 +73,12 @@ def _fmt(seconds, ratio=None) -> str:
 def markdown(result: dict) -> str:
     s, m = result["settings"], result["machine"]
     rates = result["matmul_rate"]
+    isa = ", ".join(f.upper() for f in m.get("isa", [])) or "unknown"
     lines = [
         f"# SANA latency per stage: {result['model']}, {m['cpu']}, {m['threads']} threads",
+        "",
+        f"CPU ISA: {isa}. Load avg (max): the highest 1-minute load average seen while that row's stages ran "
+        f"(this machine is shared; {m['cores']} cores).",
         "",
         f"Random weights, real architectures. Text encoding: Gemma-2, {s['caption_tokens']} tokens, batch 2 (prompt + "
         f"negative; measured once, size-independent). Step: one DiT forward, batch 2 (CFG). Decode: DC-AE, batch 1. "
@@ -85,14 +91,15 @@ def markdown(result: dict) -> str:
     ]
     for size, rows in result["summary"].items():
         lines += ["", f"## {size} px", "",
-                  f"| backend | text enc. (s) | step (s) | decode (s) | total {s['steps']} steps (s) | peak RSS te / step / decode (GB) | x from fp32 floor te / step / decode |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| backend | text enc. (s) | step (s) | decode (s) | total {s['steps']} steps (s) | peak RSS te / step / decode (GB) | x from fp32 floor te / step / decode | load avg (max) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for backend, row in rows.items():
             up = row["speedup_vs_baseline"]
             rss = " / ".join("-" if v is None else f"{v / 1024:.1f}" for v in row["peak_rss_mb"].values())
             floor = " / ".join("-" if v is None else f"{v:.1f}" for v in row["x_from_floor"].values())
+            load = "-" if row.get("load_avg_max") is None else f"{row['load_avg_max']:.1f}"
             lines.append(f"| {backend} | {_fmt(row['text_encoder_s'], up['text_encoder'])} | {_fmt(row['step_s'], up['step'])} | "
-                         f"{_fmt(row['decode_s'], up['decode'])} | **{_fmt(row['total_s'], up['total'])}** | {rss} | {floor} |")
+                         f"{_fmt(row['decode_s'], up['decode'])} | **{_fmt(row['total_s'], up['total'])}** | {rss} | {floor} | {load} |")
         flops = result["flops"]
         if flops.get("step"):
             floor = lambda f: f"{f / 1e9:.4g} GFLOP ({1000 * f / (rates['fp32_gflops'] * 1e9):.3g} ms)"  # noqa: E731
@@ -102,6 +109,7 @@ def markdown(result: dict) -> str:
         if base.get("dominant_stage"):
             shares = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in base["share"].items())
             lines.append(f"Dominant stage ({result['baseline']}): **{base['dominant_stage'].replace('_', ' ')}** ({shares}).")
+    lines += _runtime_precision_lines(result)
     shared = sorted({f"{e['backend']} {e['stage']} = {e['shared_with']}" for e in result["measurements"] if e.get("shared_with")})
     if shared:
         lines += ["", "Same graph, measured once: " + "; ".join(shared) + " (the int8/int4 recipes keep the decoder fp32)."]
@@ -111,6 +119,18 @@ def markdown(result: dict) -> str:
     lines += ["", f"Versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}.",
               f"Command: `{result['command']}` ({result['duration_s']:.0f} s).", ""]
     return "\n".join(lines)
+
+
+def _runtime_precision_lines(result: dict) -> list[str]:
+    """What OpenVINO actually executed: matmul-like layers per runtime precision, per stage (at the
+    largest size; the graph is the same at every size)."""
+    largest = max(result["settings"]["sizes"])
+    rows = [f"{e['backend']} {e['stage']}: " + ", ".join(f"{k} x{v}" for k, v in e["runtime_precisions"].items())
+            for e in result["measurements"]
+            if e.get("runtime_precisions") and not e.get("shared_with") and e["size"] in (None, largest)]
+    if not rows:
+        return []
+    return ["", "OpenVINO runtime precision of the matmul-like layers (from the compiled model): " + "; ".join(rows) + "."]
 
 
 def plot(result: dict, path: Path) -> None:

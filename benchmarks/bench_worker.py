@@ -8,6 +8,12 @@ of the onnxruntime workers. Protocol, one JSON object per line: the worker write
 {"ready": ...} once loaded; then reads "run N" (replies {"times": [...]}) or "quit" (replies
 {"peak_rss_mb": ...} and exits). The protocol owns the original stdout; anything the libraries
 print goes to stderr.
+
+GPU memory is measured the same way for every runtime: NVML's used device memory, sampled while
+this worker loads and runs, minus the reading taken before it loaded anything. That counts the
+CUDA context and the allocators' reserves, which torch's `max_memory_allocated` leaves out and
+onnxruntime does not report at all. Workers sharing a GPU take turns running, so another
+worker's memory stays constant while this one is measured.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from sana_edge.backends import nvml
+from sana_edge.memory import PeakMemory
 
 from .bench_models import COMPONENT_OF, stage_inputs
 
@@ -49,8 +59,6 @@ class TorchRunner:
         with torch.no_grad():
             self.module = build_torch(job["model"], COMPONENT_OF[job["stage"]]).to(self.device, dtype)
         self.args = torch_args(job["stage"], stage_inputs(job["model"], job["stage"], job["size"]), self.device, dtype)
-        if self.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
 
     def run(self) -> np.ndarray:
         with self.torch.no_grad():
@@ -58,9 +66,6 @@ class TorchRunner:
         if self.device == "cuda":
             self.torch.cuda.synchronize()
         return out.float().cpu().numpy()
-
-    def device_peak_mb(self):
-        return self.torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None
 
 
 class OrtRunner:
@@ -74,8 +79,65 @@ class OrtRunner:
     def run(self) -> np.ndarray:
         return next(iter(self.session.run(self.feeds).values()))
 
+
+class DevicePeak:
+    """This worker's peak GPU memory in MiB (see the module docstring); None on CPU jobs."""
+
+    def __init__(self, job: dict, read=None):
+        if read is None and job.get("device") == "cuda" and nvml.device_memory() is not None:
+            read = lambda: nvml.device_memory()[0]  # noqa: E731
+        self.read = read
+        self.baseline = read() if read else None
+        self.peak = self.baseline
+
+    def measure(self, work):
+        """Run `work()` while sampling device memory."""
+        if self.read is None:
+            return work()
+        with PeakMemory(self.read) as sampled:
+            result = work()
+        self.peak = max(self.peak, sampled.peak)
+        return result
+
+    @property
+    def mb(self) -> float | None:
+        return None if self.read is None else (self.peak - self.baseline) / 2**20
+
+
+class OpenVINORunner:
+    """OpenVINO on the CPU: the ONNX graph as is, or the IR of an NNCF-quantized export."""
+
+    def __init__(self, job: dict):
+        from sana_edge.backends.openvino_backend import OpenVINOBackend
+
+        # No compiled-model cache: its blob of a 10 GB graph is another 10 GB on disk, and load_s
+        # should be the compile a first run pays.
+        self.session = OpenVINOBackend(threads=job["threads"], cache=False).load(Path(job["graph"]),
+                                                                                component=COMPONENT_OF[job["stage"]])
+        self.feeds = stage_inputs(job["model"], job["stage"], job["size"])
+
+    def run(self) -> np.ndarray:
+        return next(iter(self.session.run(self.feeds).values()))
+
+    def info(self) -> dict:
+        """How many matmul-like layers OpenVINO runs at each precision (does int8 run as int8?)."""
+        from sana_edge.backends.openvino_backend import runtime_precisions
+
+        return {"runtime_precisions": runtime_precisions(self.session.compiled)}
+
     def device_peak_mb(self):
-        return None  # onnxruntime does not expose its CUDA arena's peak; not measured
+        return None
+
+
+RUNNERS = {"torch": TorchRunner, "ort": OrtRunner, "ov": OpenVINORunner}
+
+
+def make_runner(job: dict):
+    if job["runtime"] == "optimum":  # only in the optimum-onnx venv (benchmarks.peer_envs)
+        from .optimum_peer import OptimumRunner
+
+        return OptimumRunner(job)
+    return RUNNERS[job["runtime"]](job)
 
 
 def serve(job: dict, proto) -> None:
@@ -83,23 +145,30 @@ def serve(job: dict, proto) -> None:
         proto.write(json.dumps(obj) + "\n")
         proto.flush()
 
+    device = DevicePeak(job)  # before anything touches the GPU
     start = time.perf_counter()
-    runner = TorchRunner(job) if job["runtime"] == "torch" else OrtRunner(job)
+    runner = device.measure(lambda: make_runner(job))
     load_s = time.perf_counter() - start
-    send({"ready": True, "load_s": load_s, "rss_after_load_mb": rss_mb()[0]})
+    info = runner.info() if hasattr(runner, "info") else {}
+    send({"ready": True, "load_s": load_s, "rss_after_load_mb": rss_mb()[0], **info})
     finite = None
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "quit":
             break
         times = []
-        for _ in range(int(command[1])):
-            start = time.perf_counter()
-            out = runner.run()
-            times.append(time.perf_counter() - start)
+
+        def timed_runs():
+            for _ in range(int(command[1])):
+                start = time.perf_counter()
+                out = runner.run()
+                times.append(time.perf_counter() - start)
+            return out
+
+        out = device.measure(timed_runs)
         finite = bool(np.isfinite(out).all()) if finite is None else finite
         send({"times": times})
-    send({"peak_rss_mb": rss_mb()[1], "device_peak_mb": runner.device_peak_mb(), "output_finite": finite})
+    send({"peak_rss_mb": rss_mb()[1], "device_peak_mb": device.mb, "output_finite": finite})
 
 
 def main() -> None:

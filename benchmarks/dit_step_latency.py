@@ -61,7 +61,8 @@ def main(argv=None) -> dict:
 
     from sana_edge.backends.onnxruntime_backend import OrtSession
     from sana_edge.components import TRANSFORMER
-    from sana_edge.export.onnx_export import export_component, torch_module
+    from sana_edge.export.onnx_export import export_component
+    from sana_edge.export.wrappers import torch_module
     from sana_edge.metrics import cosine
 
     torch.set_num_threads(args.threads)

@@ -34,8 +34,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from sana_edge.backends import nvml
 
 from . import bench_machine
+from .bench_backends import BACKENDS, graph_kinds, job_graph, missing_extra, worker_python
 from .bench_exports import DEFAULT_CACHE, graph_bytes
 from .bench_models import COMPONENT_OF, MODELS, STAGES
 from .bench_report import add_floors, markdown, plot, spread, summarize
@@ -43,17 +45,6 @@ from .bench_report import add_floors, markdown, plot, spread, summarize
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = __package__ or "benchmarks"
-# name -> (runtime, precision, device)
-BACKENDS = {
-    "torch-fp32": ("torch", "fp32", "cpu"),
-    "ort-fp32": ("ort", "fp32", "cpu"),
-    "ort-int8": ("ort", "int8", "cpu"),
-    "ort-int4": ("ort", "int4", "cpu"),
-    # GPU path: written, not measured on the machine the committed results come from.
-    "torch-cuda-bf16": ("torch", "bf16", "cuda"),
-    "torch-cuda-fp16": ("torch", "fp16", "cuda"),
-    "ort-cuda-fp32": ("ort", "fp32", "cuda"),
-}
 STEPS = 20
 
 
@@ -73,7 +64,8 @@ class WorkerFailed(RuntimeError):
 
 class Worker:
     def __init__(self, job: dict):
-        self.proc = subprocess.Popen([sys.executable, "-m", f"{PACKAGE}.bench_worker", json.dumps(job)],
+        python = worker_python(job["runtime"], sys.executable)
+        self.proc = subprocess.Popen([python, "-m", f"{PACKAGE}.bench_worker", json.dumps(job)],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = self._read()
 
@@ -108,21 +100,41 @@ class Worker:
             self.proc.wait()
 
 
+GPU_WORKER_HOST_BYTES = 2 * 2**30  # what a GPU worker still holds in host RAM (interpreter, CUDA libraries)
+
+
 def _estimate_bytes(job: dict, params: dict) -> float:
-    """Rough peak of one worker, used only to decide whether workers may stay loaded together."""
-    weights = graph_bytes(Path(job["graph"])) if job["runtime"] == "ort" else 4 * params.get(COMPONENT_OF[job["stage"]], 0)
+    """Rough peak of one worker (on its device), used only to decide whether workers may stay loaded together."""
+    weight_bytes = 2 if job["precision"] in ("fp16", "bf16") else 4
+    graph = Path(job.get("graph") or "")
+    if graph.is_dir():  # optimum's folder: its one component's graph
+        weights = sum(f.stat().st_size for f in graph.rglob("model.onnx*"))
+    else:
+        weights = graph_bytes(graph) if job.get("graph") else weight_bytes * params.get(COMPONENT_OF[job["stage"]], 0)
     activations = 4e3 * job["size"] ** 2 if job["stage"] == "decode" else 5e8  # DC-AE: ~3.7 GB at 1024 px
     return 1.25 * weights + activations
+
+
+def fit_together(jobs: dict[str, dict], params: dict, host_available: float, gpu_free: float | None) -> bool:
+    """Whether every worker fits loaded at once: CPU workers in host RAM, GPU workers in GPU memory."""
+    on_gpu = [j for j in jobs.values() if j.get("device") == "cuda"]
+    host = sum(_estimate_bytes(j, params) for j in jobs.values() if j.get("device") != "cuda")
+    host += GPU_WORKER_HOST_BYTES * len(on_gpu)
+    gpu = sum(_estimate_bytes(j, params) for j in on_gpu)
+    return host < 0.6 * host_available and (not on_gpu or (gpu_free is not None and gpu < 0.6 * gpu_free))
 
 
 def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
     """Interleaved repeats of one (stage, size) over the given backends; one entry per backend."""
     available = (bench_machine.mem_available_gb() or 0) * 2**30
-    together = not args.isolate and sum(_estimate_bytes(j, params) for j in jobs.values()) < 0.6 * available
+    gpu = nvml.device_memory() if any(j.get("device") == "cuda" for j in jobs.values()) else None
+    together = not args.isolate and fit_together(jobs, params, available, gpu[1] if gpu else None)
     mode = "interleaved runs" if together else "interleaved rounds (one worker at a time)"
     log(f"{next(iter(jobs.values()))['stage']} {next(iter(jobs.values()))['size'] or ''}: {', '.join(jobs)}; "
-        f"{available / 2**30:.1f} GB available -> {mode}")
+        f"{available / 2**30:.1f} GB available" + (f", {gpu[1] / 2**30:.1f} GB free on the GPU" if gpu else "")
+        + f" -> {mode}")
     times = {b: [] for b in jobs}
+    load_before = bench_machine.load_average()
     info = {b: {"mode": mode, "load_s": [], "peak_rss_mb": None, "error": None} for b in jobs}
     workers: dict[str, Worker] = {}
 
@@ -137,7 +149,8 @@ def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
         entry = info[backend]
         entry["peak_rss_mb"] = max(entry["peak_rss_mb"] or 0, end["peak_rss_mb"] or 0)
         entry.update(device_peak_mb=end["device_peak_mb"], output_finite=end["output_finite"],
-                     rss_after_load_mb=worker.ready["rss_after_load_mb"])
+                     rss_after_load_mb=worker.ready["rss_after_load_mb"],
+                     runtime_precisions=worker.ready.get("runtime_precisions"))
 
     def start(backend):
         worker = Worker(jobs[backend])
@@ -171,7 +184,7 @@ def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
             fail(backend, exc)
     entries = {}
     for backend in jobs:
-        entry = {**info[backend], "times_s": times[backend]}
+        entry = {**info[backend], "times_s": times[backend], "load_avg": [load_before, bench_machine.load_average()]}
         entry["load_s"] = min(entry["load_s"]) if entry["load_s"] else None
         entry.update(spread(times[backend]) if times[backend] and not entry["error"] else {"median_s": None})
         entries[backend] = entry
@@ -179,9 +192,9 @@ def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
 
 
 def prepare_graphs(model: str, backends: list[str], cache: Path) -> dict:
-    """{component: {precision: path}} for every onnxruntime backend. Full size: one export
+    """{component: {graph kind: path}} for every backend that runs graphs. Full size: one export
     subprocess per component, so each export's memory is gone before the next; tiny: one."""
-    precisions = sorted({BACKENDS[b][1] for b in backends if BACKENDS[b][0] == "ort"})
+    precisions = graph_kinds(backends)
     components = ["text_encoder", "transformer", "vae_decoder"] if precisions else []
     graphs = {}
     for batch in ([components] if model == "tiny" else [[c] for c in components]):
@@ -197,6 +210,23 @@ def gemm_rates(threads: int, probe: dict | None) -> dict:
     if probe:
         rates["torch_fp32_gflops"] = probe["torch_fp32_gflops"]
     return rates
+
+
+def _optional_versions(backends: list[str]) -> dict:
+    """OpenVINO / NNCF versions, and optimum's pinned stack when its row ran (its own venv)."""
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("openvino", "nncf"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    if any(BACKENDS[b][0] == "optimum" for b in backends):
+        from .peer_envs import OPTIMUM_ONNX_STACK
+
+        versions["optimum venv"] = " ".join(OPTIMUM_ONNX_STACK)
+    return versions
 
 
 def parse_args(argv):
@@ -220,6 +250,9 @@ def parse_args(argv):
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown or any(s <= 0 or s % 32 for s in args.sizes) or args.repeats < 1 or args.warmup < 0:
         parser.error(f"unknown backends {unknown}" if unknown else "sizes must be positive multiples of 32; repeats >= 1")
+    extra = missing_extra(args.backends)
+    if extra:
+        parser.error(f"the chosen backends need the '{extra}' extra; install it with: pip install 'sana-edge[{extra}]'")
     return args
 
 
@@ -229,7 +262,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     machine = bench_machine.describe(args.threads)
     uses_gpu = any(BACKENDS[b][2] == "cuda" for b in args.backends)
-    tag = bench_machine.machine_tag(machine["cores"], machine["cpu"], machine["gpu"] if uses_gpu else None)
+    tag = bench_machine.machine_tag(machine["cores"], machine["cpu"], machine["gpu"] if uses_gpu else None, machine["isa"])
     tag += ("" if args.model == "sana-0.6b" else f"-{args.model}") + ("-quick" if args.quick else "")
     machine["tag"] = tag
     log(f"{tag}: {machine['cpu']}, {args.threads} threads, {bench_machine.mem_available_gb() or 0:.1f} GB available")
@@ -250,9 +283,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
                 runtime, precision, device = BACKENDS[backend]
                 job = {"runtime": runtime, "precision": precision, "device": device, "stage": stage,
                        "size": size or 0, "model": args.model, "threads": args.threads}
-                if runtime == "ort":
-                    job["graph"] = graphs[component][precision]
-                    twin = next((b for b, j in jobs.items() if j.get("graph") == job["graph"] and j["device"] == device), None)
+                job["graph"] = job_graph(runtime, precision, component, graphs, args.model, args.cache)
+                if job["graph"]:
+                    twin = next((b for b, j in jobs.items() if (j.get("graph"), j["runtime"], j["device"]) ==
+                                 (job["graph"], runtime, device)), None)
                     if twin:  # same graph on the same runtime (int8/int4 keep the decoder fp32)
                         shared[backend] = twin
                         continue
@@ -278,7 +312,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     result = {
         "schema": 1, "benchmark": "latency", "model": args.model, "machine": machine,
-        "versions": {**tool_versions(), "numpy": numpy.__version__},
+        "versions": {**tool_versions(), "numpy": numpy.__version__, **_optional_versions(args.backends)},
         "command": "python -m benchmarks.latency " + shlex.join(argv), "started": started.isoformat(timespec="seconds"),
         "settings": {"sizes": args.sizes, "repeats": args.repeats, "warmup": args.warmup, "steps": STEPS,
                      "caption_tokens": 300, "threads": args.threads, "quick": args.quick, "isolate": args.isolate},

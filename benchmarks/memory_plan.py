@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import platform
 import resource
 import subprocess
@@ -38,7 +39,7 @@ def assemble_export(out: Path = EXPORT) -> Path:
     from sana_edge.components import COMPONENTS
     from sana_edge.export import configs
     from sana_edge.export.tiny import write_tiny_checkpoint
-    from sana_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, write_json_atomic
+    from sana_edge.manifest import MANIFEST_NAME, ModelValues, write_manifest
 
     from .bench_exports import DEFAULT_CACHE, ensure_graphs
 
@@ -54,30 +55,32 @@ def assemble_export(out: Path = EXPORT) -> Path:
         size = 0
         for source in graph.parent.glob(graph.name + "*"):
             target = out / source.name
-            if not target.exists():
-                os.symlink(source.resolve(), target)
+            if not target.exists():  # a hard link: exports refuse symlinks that leave the folder
+                os.link(source.resolve(), target)
             size += source.stat().st_size
         components[name] = {"file": graph.name, "sha256": "not-verified", "bytes": size}
     for folder in ("tokenizer", "scheduler"):
         target = out / folder
         if not target.exists():
-            os.symlink((tiny / folder).resolve(), target)
+            shutil.copytree(tiny / folder, target)
     dit, vae, gemma = configs.SANA_600M_TRANSFORMER, configs.DCAE_F32C32, configs.GEMMA2_2B
     from diffusers import SanaPipeline
 
     from sana_edge.export.checkpoint import default_complex_human_instruction
 
-    model = {
-        "latent_channels": 32, "out_channels": 32, "caption_channels": gemma["hidden_size"],
-        "vocab_size": gemma["vocab_size"], "vae_scale_factor": 32, "vae_scaling_factor": vae["scaling_factor"],
-        "sample_size": 32, "timestep_scale": 1.0, "flow_shift": 3.0, "max_sequence_length": 300,
-        "complex_human_instruction": default_complex_human_instruction(SanaPipeline),
-        "decoder_block_out_channels": list(vae["decoder_block_out_channels"]),
-        "transformer_inner_dim": dit["num_attention_heads"] * dit["attention_head_dim"], "mlp_ratio": dit["mlp_ratio"],
-    }
-    manifest = {"format_version": FORMAT_VERSION, "precision": "fp32", "model": model, "components": components,
-                "tokenizer": "tokenizer/tokenizer.json", "scheduler_config": "scheduler/scheduler_config.json"}
-    write_json_atomic(out / MANIFEST_NAME, manifest)
+    model = ModelValues(
+        latent_channels=32, out_channels=32, caption_channels=gemma["hidden_size"],
+        vocab_size=gemma["vocab_size"], vae_scale_factor=32, vae_scaling_factor=vae["scaling_factor"],
+        sample_size=32, timestep_scale=1.0, flow_shift=3.0, max_sequence_length=300,
+        complex_human_instruction=tuple(default_complex_human_instruction(SanaPipeline)),
+        decoder_block_out_channels=tuple(vae["decoder_block_out_channels"]),
+        transformer_inner_dim=dit["num_attention_heads"] * dit["attention_head_dim"], mlp_ratio=dit["mlp_ratio"],
+    )
+    # run with verify=False: the graphs are links into the benchmark cache, not hashed copies
+    files = {f"{folder}/{p.name}": "not-verified" for folder in ("tokenizer", "scheduler")
+             for p in (out / folder).iterdir()}
+    write_manifest(out, {"precision": "fp32", "model": model.to_dict(), "components": components, "files": files,
+                         "tokenizer": "tokenizer/tokenizer.json", "scheduler_config": "scheduler/scheduler_config.json"})
     return out
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "ov-int8", "ov-int4")
+# ov-*: `sana-edge export --target openvino` (NNCF on OpenVINO IR), run by OpenVINO.
+OPENVINO = {"ov-int8": "int8", "ov-int4": "int4"}
 # Held out: none of these is in quant/calibration_prompts.txt, and the seeds differ too.
 HELD_OUT_PROMPTS = (
     "a lighthouse keeper reading by candle light",
@@ -36,6 +38,7 @@ def prepare_exports(work: Path, log=print) -> dict[str, Path]:
     """Mid-size checkpoint and its exports, built once and reused (delete `work` to rebuild)."""
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
     from sana_edge.export.tiny import write_tiny_checkpoint
+    from sana_edge.quant.configs import QuantSettings
 
     checkpoint = work / "mid-checkpoint"
     if not (checkpoint / "model_index.json").exists():
@@ -45,7 +48,9 @@ def prepare_exports(work: Path, log=print) -> dict[str, Path]:
         out = work / f"mid-{precision}"
         if not (out / "manifest.json").exists():
             start = time.perf_counter()
-            export_checkpoint(ExportOptions(str(checkpoint), out, precision=precision, force=True), log=lambda _: None)
+            quant = QuantSettings(target="openvino") if precision in OPENVINO else None
+            export_checkpoint(ExportOptions(str(checkpoint), out, precision=OPENVINO.get(precision, precision), force=True,
+                                            quant=quant), log=lambda _: None)
             log(f"exported {precision} in {time.perf_counter() - start:.0f}s")
         exports[precision] = out
     return exports
@@ -71,11 +76,19 @@ def held_out_transformer_inputs(export: Path, size: int, steps: int) -> list[dic
     return feeds
 
 
+def transformer_session(export: Path):
+    """The export's transformer on the runtime its graph is written for (OpenVINO for IR)."""
+    from sana_edge.backends import get_backend, graph_backend
+    from sana_edge.manifest import load_manifest
+
+    manifest = load_manifest(export, verify=False)
+    return get_backend(graph_backend(manifest), manifest).load_component(manifest, "transformer")
+
+
 def transformer_checks(exports: dict, feeds: list[dict], repeats: int) -> dict:
-    from sana_edge.backends.onnxruntime_backend import OrtSession
     from sana_edge.metrics import cosine
 
-    sessions = {p: OrtSession(exports[p] / "transformer.onnx", ["CPUExecutionProvider"]) for p in PRECISIONS}
+    sessions = {p: transformer_session(exports[p]) for p in PRECISIONS}
     reference = [sessions["fp32"].run(f)["velocity"] for f in feeds]
     result = {}
     for precision, session in sessions.items():
@@ -98,7 +111,8 @@ def transformer_checks(exports: dict, feeds: list[dict], repeats: int) -> dict:
 
 
 def file_bytes(export: Path, component: str) -> int:
-    return sum(p.stat().st_size for p in export.glob(f"{component}.onnx*"))
+    """The component's graph files: ONNX (+ external data), or OpenVINO's .xml + .bin."""
+    return sum(p.stat().st_size for p in export.glob(f"{component}.*"))
 
 
 def main(argv=None) -> dict:
@@ -149,7 +163,9 @@ def render(result: dict) -> str:
         "",
         f"{result['model']}. {result['size_px']} px, {result['steps']} steps, guidance 4.5, "
         f"{len(result['held_out_prompts'])} held-out prompts; transformer checks on "
-        f"{result['transformer_inputs']} held-out trajectory inputs (batch 2, CFG).",
+        f"{result['transformer_inputs']} held-out trajectory inputs (batch 2, CFG). ONNX Runtime CPU; ov-int8 / ov-int4: "
+        "`--target openvino` (NNCF: nncf.quantize W8A8 / compress_weights INT4_SYM transformer, 8-bit text encoder), "
+        "OpenVINO CPU.",
         "",
         "| precision | DiT size vs fp32 | text enc. size vs fp32 | DiT step (ms, median) | vs fp32 | DiT cosine min | final latent SQNR (dB) | PSNR (dB) | SSIM |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -23,13 +23,14 @@ def markdown(result: dict) -> str:
         f"{s['steps']} steps, guidance {s['guidance']}, noise seed {s['noise_seed']} + i, ONNX Runtime CPU. "
         "grammar: the canonical caption; paraphrase templates: word orders training never saw; word pairs: "
         "training templates with a word pair training never saw (\"at the centre\", \"big square\", \"little "
-        "triangle\", \"upper right\"). int4: `--precision int4 --text-encoder-bits 4` (int4 everywhere); int4-te8: "
-        "int4 with an 8-bit text encoder. Score = mean of the per-attribute accuracies; all correct = images right in "
+        "triangle\", \"upper right\"). int4: int4 transformer with the text-encoder bits the checkpoint asks for "
+        "(sana_edge_quantization.json); int4-te4: `--precision int4 --text-encoder-bits 4` (int4 everywhere); ov-int8 / "
+        "ov-int4: `--target openvino` (NNCF on OpenVINO IR, run by OpenVINO CPU). Score = mean of the per-attribute accuracies; all correct = images right in "
         "every stated attribute. PSNR / SSIM: against the fp32 image from the same noise (mean).",
         "",
         "| precision | " + " | ".join(KIND_TITLES[k] for k in kinds) + " | shape (all) | all correct (all) "
-        "| loss vs fp32 (all, points) | graphs (MB) | PSNR (dB) | SSIM |",
-        "|---|" + "---|" * len(kinds) + "---|---|---|---|---|---|",
+        "| loss vs fp32 (all, points) | graphs (MB) | PSNR (dB) | SSIM | verdicts changed |",
+        "|---|" + "---|" * len(kinds) + "---|---|---|---|---|---|---|",
     ]
     fp32 = rows["fp32"]["task"]["all"]["overall"]
     for precision, row in rows.items():
@@ -39,7 +40,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {precision} | " + " | ".join(f"**{_pct(task[k]['overall'])}**" for k in kinds)
             + f" | {_pct(task['all']['accuracy']['shape'])} | {_pct(task['all']['all_correct'])} | {loss} "
-            + f"| {row['graph_bytes'] / 1e6:.2f} | " + " | ".join(metrics) + " |"
+            + f"| {row['graph_bytes'] / 1e6:.2f} | " + " | ".join(metrics) + f" | {row.get('changed_verdicts', '-')} |"
         )
     lines += ["", "Per attribute, fp32:", "", "| captions | " + " | ".join(rows["fp32"]["task"]["all"]["accuracy"]) + " |",
               "|---|" + "---|" * len(rows["fp32"]["task"]["all"]["accuracy"])]

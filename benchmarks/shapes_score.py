@@ -1,11 +1,13 @@
 """Task score of the shipped shapes-SANA per export precision: a miniature GenEval.
 
     python -m benchmarks.shapes_score [--per-kind N] [--steps 20] [--guidance 4.5]
-        [--precisions fp32,fp16,int8,int4] [--work build/shapes-score]
+        [--precisions fp32,fp16,int8,int4] [--work build/shapes-score] [--checkpoint DIR]
 
-Exports the built-in model (sana_edge/models/shapes-sana) at each precision through the same path
-`sana-edge export` takes (int8 calibrates on the prompts shipped with the checkpoint; int4 is int4
-everywhere, text encoder included, unless the checkpoint asks otherwise: see VARIANTS), then
+Exports the built-in model (sana_edge/models/shapes-sana; --checkpoint: a candidate, e.g. a
+`sana-edge train-tiny` output, scored before it replaces the shipped one) at each precision
+through the same path `sana-edge export` takes (int8 calibrates on the prompts shipped with the
+checkpoint; int4 takes the text-encoder bits the checkpoint asks for, int4-te4 forces int4
+everywhere; ov-*: `--target openvino`, NNCF on OpenVINO IR run by OpenVINO), then
 generates the committed evaluation set (benchmarks/shapes_eval_set.json: scenes training never
 drew, as grammar captions, in held-out paraphrase templates, and with held-out word pairs; noise
 seed = 1000 + index within its kind) with every export through the torch-free runtime, and scores
@@ -28,9 +30,13 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 EVAL_SET = Path(__file__).parent / "shapes_eval_set.json"
-PRECISIONS = ("fp32", "fp16", "int8", "int4", "int4-te8")
-# Export variants beyond the plain precisions: name -> (precision, QuantOptions overrides).
-VARIANTS = {"int4": ("int4", {"text_encoder_bits": 4}), "int4-te8": ("int4", {"text_encoder_bits": 8})}
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "int4-te4", "ov-int8", "ov-int4")
+# Export variants beyond the plain precisions: name -> (precision, QuantSettings overrides).
+# The shipped model asks for an 8-bit text encoder at int4 (sana_edge_quantization.json);
+# int4-te4 forces the recipe's all-int4 to show why. ov-*: `--target openvino` (NNCF on
+# OpenVINO IR, run by OpenVINO).
+VARIANTS = {"int4-te4": ("int4", {"text_encoder_bits": 4}),
+            "ov-int8": ("int8", {"target": "openvino"}), "ov-int4": ("int4", {"target": "openvino"})}
 NOISE_SEED = 1000  # caption i of a kind is generated from seed NOISE_SEED + i
 EVAL_SEEDS = {"grammar": 2024, "template": 2025, "pair": 2026}
 EVAL_COUNTS = {"grammar": 120, "template": 120, "pair": 48}
@@ -63,17 +69,23 @@ def load_eval_set(per_kind: int | None = None) -> dict[str, list[str]]:
     return {kind: items[:per_kind] for kind, items in captions.items()}
 
 
-def export_all(precisions, work: Path, log) -> dict[str, Path]:
+def held_out_captions(count: int) -> list[str]:
+    """The first `count` grammar captions of the evaluation set (held-out scenes)."""
+    return load_eval_set(count)["grammar"]
+
+
+def export_all(precisions, work: Path, log, checkpoint: str | None = None) -> dict[str, Path]:
     from sana_edge.default_model import BUILTIN_NAME
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
-    from sana_edge.quant.recipes import QuantOptions
+    from sana_edge.quant.configs import QuantSettings
 
     exports = {}
     for precision in precisions:
         out = work / precision
         start = time.perf_counter()
         base, overrides = VARIANTS.get(precision, (precision, {}))
-        options = ExportOptions(BUILTIN_NAME, out, precision=base, force=True, quant=QuantOptions(**overrides) if overrides else None)
+        options = ExportOptions(checkpoint or BUILTIN_NAME, out, precision=base, force=True,
+                                quant=QuantSettings(**overrides) if overrides else None)
         export_checkpoint(options, log=lambda _: None)
         log(f"exported {precision} in {time.perf_counter() - start:.1f}s")
         exports[precision] = out
@@ -81,7 +93,16 @@ def export_all(precisions, work: Path, log) -> dict[str, Path]:
 
 
 def graph_bytes(export: Path) -> int:
-    return sum(p.stat().st_size for p in export.glob("*.onnx*"))
+    return sum(p.stat().st_size for pattern in ("*.onnx*", "*.xml", "*.bin") for p in export.glob(pattern))
+
+
+def previous_rows(path: Path, settings: dict) -> dict:
+    """Rows of an earlier run with the same settings, kept for precisions this run skips."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    same = {k: v for k, v in earlier.get("settings", {}).items() if k != "precisions_run"} == settings
+    return earlier.get("precisions", {}) if same else {}
 
 
 def generate_all(export: Path, captions: dict[str, list[str]], size: int, steps: int, guidance: float) -> dict[str, list]:
@@ -94,14 +115,24 @@ def generate_all(export: Path, captions: dict[str, list[str]], size: int, steps:
                    for i, c in enumerate(items)] for kind, items in captions.items()}
 
 
-def score_images(images: dict[str, list], captions: dict[str, list[str]]) -> dict[str, dict]:
+def verdicts_of(images: dict[str, list], captions: dict[str, list[str]]) -> dict[str, list]:
+    from sana_edge import shapes
+
+    return {kind: [shapes.score_image(im, c) for im, c in zip(images[kind], captions[kind])] for kind in captions}
+
+
+def score_images(verdicts: dict[str, list]) -> dict[str, dict]:
     """Task score per kind of caption, and over all of them ("all")."""
     from sana_edge import shapes
 
-    verdicts = {kind: [shapes.score_image(im, c) for im, c in zip(images[kind], captions[kind])] for kind in captions}
     scores = {kind: shapes.summarize(v) for kind, v in verdicts.items()}
     scores["all"] = shapes.summarize([v for kind in verdicts for v in verdicts[kind]])
     return scores
+
+
+def changed_verdicts(verdicts: dict[str, list], reference: dict[str, list]) -> int:
+    """Images whose verdict (right or wrong, per attribute) differs from the fp32 image's."""
+    return sum(a != b for kind in verdicts for a, b in zip(verdicts[kind], reference[kind]))
 
 
 def fidelity(images: dict[str, list], reference: dict[str, list]) -> dict:
@@ -132,28 +163,37 @@ def run(args, log=print) -> dict:
     from .shapes_report import sample_grid
 
     captions = load_eval_set(args.per_kind)
-    exports = export_all(args.precisions, args.work, log)
-    images, rows = {}, {}
+    exports = export_all(args.precisions, args.work, log, args.checkpoint)
+    images, verdicts, rows = {}, {}, {}
     for precision in args.precisions:
         start = time.perf_counter()
         images[precision] = generate_all(exports[precision], captions, args.size, args.steps, args.guidance)
-        rows[precision] = {"task": score_images(images[precision], captions), "graph_bytes": graph_bytes(exports[precision])}
+        verdicts[precision] = verdicts_of(images[precision], captions)
+        rows[precision] = {"task": score_images(verdicts[precision]), "graph_bytes": graph_bytes(exports[precision])}
         if precision != "fp32":
             rows[precision]["vs_fp32"] = fidelity(images[precision], images["fp32"])
+            rows[precision]["changed_verdicts"] = changed_verdicts(verdicts[precision], verdicts["fp32"])
         summary = ", ".join(f"{kind} {row['overall']:.1%}" for kind, row in rows[precision]["task"].items())
         log(f"{precision}: {summary} ({time.perf_counter() - start:.0f}s)")
     grid = args.out / "shapes_grid.png"
     sample_grid(images["fp32"], captions, grid)
     users = user_prompts(exports, args.steps, args.guidance)
-    train_log = json.loads((_shipped() / "train_log.json").read_text())
+    checkpoint = Path(args.checkpoint) if args.checkpoint else _shipped()
+    train_log = json.loads((checkpoint / "train_log.json").read_text())
+    settings = {"captions": {k: len(v) for k, v in captions.items()}, "noise_seed": NOISE_SEED, "size": args.size,
+                "steps": args.steps, "guidance": args.guidance, "negative_prompt": "",
+                "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped"}
+    kept = {k: v for k, v in previous_rows(args.out / "shapes_score.json", settings).items() if k not in rows}
+    if kept:
+        log(f"kept from the previous run (same settings): {', '.join(kept)}")
+    order = [p for p in PRECISIONS if p in rows or p in kept] + [p for p in rows if p not in PRECISIONS]
     return json_safe({
         "benchmark": "shapes_score",
         "command": "python -m benchmarks.shapes_score " + " ".join(sys.argv[1:]),
-        "settings": {"captions": {k: len(v) for k, v in captions.items()}, "noise_seed": NOISE_SEED,
-                     "size": args.size, "steps": args.steps, "guidance": args.guidance, "negative_prompt": "",
-                     "precisions": {p: VARIANTS.get(p, (p, {})) for p in args.precisions}},
-        "model": {"params": train_log["models"]["params"], "train_wall_seconds": train_log["wall_seconds"]},
-        "precisions": rows,
+        "settings": {**settings, "precisions_run": list(rows)},
+        "model": {"params": train_log["models"]["params"], "train_wall_seconds": train_log["wall_seconds"],
+                  "train_command": train_log.get("command")},
+        "precisions": {p: rows.get(p, kept.get(p)) for p in order},
         "user_prompts": users,
         "grid": grid.name,
     })
@@ -176,6 +216,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--work", type=Path, default=Path("build/shapes-score"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint folder to score instead of the shipped model")
     args = parser.parse_args(argv)
     args.precisions = args.precisions.split(",")
     if args.precisions[0] != "fp32":

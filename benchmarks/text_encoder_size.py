@@ -40,9 +40,10 @@ def main(argv=None) -> dict:
     from sana_edge.backends.onnxruntime_backend import OrtSession
     from sana_edge.components import TEXT_ENCODER, sample_inputs
     from sana_edge.export import configs
-    from sana_edge.export.onnx_export import as_fp16, export_component, torch_module
-    from sana_edge.quant.apply import METHODS
-    from sana_edge.quant.recipes import TEXT_ENCODER_KEEP_FP, QuantOptions
+    from sana_edge.export.onnx_export import as_fp16, export_component
+    from sana_edge.export.wrappers import torch_module
+    from sana_edge.quant.apply import quantize_component
+    from sana_edge.quant.configs import build_recipe
 
     args.work.mkdir(parents=True, exist_ok=True)
     fp16_path = args.work / "fp16" / "text_encoder.onnx"
@@ -68,14 +69,15 @@ def main(argv=None) -> dict:
     sizes = {"fp32 (4 bytes x params)": 4 * params, "fp16": graph_bytes(fp16_path)}
     feeds = sample_inputs(TEXT_ENCODER, {**dims, "batch": 1, "sequence": 32})
     finite = {}
-    for precision, method in (("int8", "weight_only_int8"), ("int4", "weight_only_int4")):
+    for precision in ("int8", "int4"):
         path = args.work / precision / "text_encoder.onnx"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             for source in fp16_path.parent.glob("text_encoder.onnx*"):
                 shutil.copy(source, path.parent / source.name)
             start = time.perf_counter()
-            METHODS[method](path, QuantOptions(block_size=128), None, TEXT_ENCODER_KEEP_FP)
+            # The text encoder's config in the same recipe `sana-edge export --precision ...` builds.
+            quantize_component(path, build_recipe(precision)["text_encoder"], None)
             timings[f"quantize_{precision}_s"] = time.perf_counter() - start
         sizes[precision] = graph_bytes(path)
         hidden = OrtSession(path, ["CPUExecutionProvider"]).run(feeds)["last_hidden_state"]

@@ -80,3 +80,31 @@ def load_sana_pipeline(path: Path):
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder):
         module.eval()
     return pipe
+
+
+def model_values(pipe):
+    """The checkpoint config values the runtime reads (recorded in the manifest)."""
+    from diffusers import SanaPipeline
+
+    from sana_edge.manifest import ModelValues
+
+    transformer, vae = pipe.transformer.config, pipe.vae.config
+    return ModelValues(
+        latent_channels=int(transformer.in_channels),
+        out_channels=int(transformer.out_channels or transformer.in_channels),
+        caption_channels=int(transformer.caption_channels),
+        vocab_size=int(pipe.text_encoder.config.vocab_size),
+        vae_scale_factor=int(2 ** (len(vae.decoder_block_out_channels) - 1)),
+        vae_scaling_factor=float(vae.scaling_factor),
+        sample_size=int(transformer.sample_size),
+        timestep_scale=float(getattr(transformer, "timestep_scale", 1.0)),
+        flow_shift=float(pipe.scheduler.config.flow_shift),
+        max_sequence_length=300,
+        complex_human_instruction=tuple(default_complex_human_instruction(SanaPipeline)),
+        decoder_block_out_channels=tuple(int(c) for c in vae.decoder_block_out_channels),
+        transformer_inner_dim=int(transformer.num_attention_heads * transformer.attention_head_dim),
+        mlp_ratio=float(transformer.mlp_ratio),
+        transformer_layers=int(transformer.num_layers),
+        cross_attention_heads=int(transformer.num_cross_attention_heads or 1),
+        cross_attention_head_dim=int(transformer.cross_attention_head_dim or 1),
+    )

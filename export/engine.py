@@ -6,22 +6,32 @@ the precision (fp16 weights in the fp16 export, QDQ int8 / int4 DequantizeLinear
 quantized ones), which is the only mode TensorRT-RTX has and the right one for QDQ graphs.
 
 Optimization profiles come from the component declarations (sana_edge.components) and a
-requested size range; an engine cache keyed by everything that changes the engine lets a second
-export reuse engines instead of rebuilding.
+requested size range; an engine cache keyed by everything that changes the engine (graph,
+TensorRT, precision, profile, target GPU, builder flags) lets a second export reuse engines
+instead of rebuilding.
+
+TensorRT-RTX engines are built with REQUIRE_USER_ALLOCATION: the runtime then never allocates
+during a run, which CUDA stream capture requires (sana_edge.backends.trt_graphs). Full TensorRT
+builds for the GPU it runs on, and the record says which one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
+from sana_edge import components
+from sana_edge.backends.trt_caches import engine_cache_dir
+from sana_edge.backends.trt_flavor import shared_logger
 from sana_edge.components import COMPONENTS, ComponentSpec
 from sana_edge.errors import UserError
+from sana_edge.fileio import write_bytes_atomic
 from sana_edge.manifest import sha256_file
 
 ENGINE_DIR = "engines"
@@ -61,19 +71,21 @@ def _valid_cc(value: str) -> bool:
 
 
 def axis_ranges(spec: ComponentSpec, rng: EngineRange, model: dict, text_length: int) -> dict[str, tuple]:
-    """(min, opt, max) of every dynamic axis of `spec`."""
+    """(min, opt, max) of every profiled dynamic axis of `spec`, from its declared range rules."""
     factor = int(model["vae_scale_factor"])
-    latent = tuple(s // factor for s in (rng.min_size, rng.opt_size, rng.max_size))
-    tile = (rng.min_size // factor, min(rng.opt_size, rng.decoder_tile) // factor, rng.decoder_tile // factor)
     caption = int(model["max_sequence_length"])
-    ranges = {
-        # The text encoder runs positive and negative prompts one at a time (their lengths differ).
-        "text_encoder": {"batch": (1, 1, CFG_BATCH), "sequence": (1, text_length, text_length)},
-        "transformer": {"batch": (1, CFG_BATCH, CFG_BATCH), "latent_height": latent, "latent_width": latent,
-                        "caption_length": (caption, caption, caption)},
-        "vae_decoder": {"batch": (1, 1, 1), "latent_height": tile, "latent_width": tile},
-    }[spec.name]
-    return {axis: ranges[axis] for axis in spec.dynamic if axis in ranges}
+    rules = {
+        components.CFG_BATCH: (1, CFG_BATCH, CFG_BATCH),
+        # Prompts are encoded one at a time (the positive and negative lengths differ).
+        components.PROMPT_BATCH: (1, 1, CFG_BATCH),
+        components.SINGLE: (1, 1, 1),
+        components.TEXT_TOKENS: (1, text_length, text_length),
+        components.CAPTION_TOKENS: (caption, caption, caption),
+        components.LATENT_SIDE: tuple(s // factor for s in (rng.min_size, rng.opt_size, rng.max_size)),
+        components.DECODER_TILE: (rng.min_size // factor, min(rng.opt_size, rng.decoder_tile) // factor,
+                                  rng.decoder_tile // factor),
+    }
+    return {axis: rules[rule] for axis, rule in spec.engine_axes.items() if rule in rules}
 
 
 def profile_shapes(spec: ComponentSpec, rng: EngineRange, model: dict, text_length: int) -> dict[str, list]:
@@ -89,15 +101,42 @@ def profile_shapes(spec: ComponentSpec, rng: EngineRange, model: dict, text_leng
     return shapes
 
 
+def io_bytes(spec: ComponentSpec, rng: EngineRange, model: dict, text_length: int) -> int:
+    """Bytes of the engine's input and output buffers at the profile's largest shapes (the
+    backend allocates them once, at those shapes)."""
+    factor = int(model["vae_scale_factor"])
+    dims = {**model, **{axis: r[2] for axis, r in axis_ranges(spec, rng, model, text_length).items()}}
+    if "latent_height" in dims:
+        dims.update(image_height=dims["latent_height"] * factor, image_width=dims["latent_width"] * factor)
+    return sum(int(np.prod(spec.shape(t, dims))) * np.dtype(t.dtype).itemsize for t in spec.inputs + spec.outputs)
+
+
 def cache_dir() -> Path:
-    from sana_edge.default_model import sana_edge_home
-
-    return sana_edge_home() / "engines"
+    return engine_cache_dir()
 
 
-def cache_key(graph_sha256: str, flavor, precision: str, shapes: dict, compute_capability: str | None) -> str:
+def builder_flags(flavor) -> tuple[str, ...]:
+    """BuilderFlag names set on every build of this flavor (recorded, and part of the cache key)."""
+    return ("REQUIRE_USER_ALLOCATION",) if flavor.is_rtx else ()
+
+
+def build_target(flavor, rng: EngineRange) -> str:
+    """The compute capability an engine is built for: the one asked for, TensorRT-RTX's portable
+    "default", or, for full TensorRT (which builds for the GPU it runs on), that GPU's."""
+    if rng.compute_capability is not None:
+        return rng.compute_capability
+    if flavor.is_rtx:
+        return "default"
+    from sana_edge.backends.cuda_driver import Device
+
+    return Device(0).compute_capability
+
+
+def cache_key(graph_sha256: str, flavor, precision: str, shapes: dict, compute_capability: str | None,
+              flags: tuple[str, ...] = ()) -> str:
     identity = {"graph": graph_sha256, "flavor": flavor.name, "version": flavor.version, "precision": precision,
-                "profile": shapes, "compute_capability": compute_capability or "default"}
+                "profile": shapes, "compute_capability": compute_capability or "default",
+                "builder_flags": sorted(flags)}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -128,11 +167,9 @@ def _check_profile_against_network(network, shapes: dict, component: str) -> Non
                 raise UserError(f"{component}: '{name}' axis {axis} is fixed at {graph_dim} in the graph, profile asks {a}..{c}")
 
 
-def build_engine(flavor, onnx_path: Path, shapes: dict, rng: EngineRange, component: str, timing_cache: Path) -> bytes:
+def configure_builder(flavor, builder, shapes: dict, rng: EngineRange):
+    """The builder config of one engine: its profile, target GPU and builder flags."""
     trt = flavor.trt
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder, network, _parser = _parse(trt, logger, onnx_path)
-    _check_profile_against_network(network, shapes, component)
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     for name, (low, opt, high) in shapes.items():
@@ -143,6 +180,16 @@ def build_engine(flavor, onnx_path: Path, shapes: dict, rng: EngineRange, compon
             raise UserError("--compute-capability applies to TensorRT-RTX; full TensorRT builds for the GPU it runs on")
         config.num_compute_capabilities = 1
         config.set_compute_capability(_cc_enum(trt, rng.compute_capability), 0)
+    for flag in builder_flags(flavor):
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    return config
+
+
+def build_engine(flavor, onnx_path: Path, shapes: dict, rng: EngineRange, component: str, timing_cache: Path) -> bytes:
+    trt = flavor.trt
+    builder, network, _parser = _parse(trt, shared_logger(flavor), onnx_path)
+    _check_profile_against_network(network, shapes, component)
+    config = configure_builder(flavor, builder, shapes, rng)
     cache = None
     # TensorRT-RTX: timing caches are no-ops that force a GPU query (breaking CPU-only builds).
     if not flavor.is_rtx:
@@ -166,9 +213,7 @@ def _cc_enum(trt, value: str):
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def build_engines(stage_dir: Path, manifest: dict, rng: EngineRange, flavor, text_length: int, log=print) -> dict:
@@ -180,10 +225,11 @@ def build_engines(stage_dir: Path, manifest: dict, rng: EngineRange, flavor, tex
     timing_cache = cache / f"timing-{flavor.name}-{flavor.version}.cache"
     all_shapes = {name: profile_shapes(COMPONENTS[name], rng, model, text_length) for name in manifest["components"]}
     (stage_dir / ENGINE_DIR).mkdir(exist_ok=True)
+    gpu_target, flags = build_target(flavor, rng), builder_flags(flavor)
     record = {"flavor": flavor.name, "version": flavor.version, "range": asdict(rng), "components": {}}
     for name, entry in manifest["components"].items():
         shapes = all_shapes[name]
-        key = cache_key(entry["sha256"], flavor, manifest["precision"], shapes, rng.compute_capability)
+        key = cache_key(entry["sha256"], flavor, manifest["precision"], shapes, gpu_target, flags)
         cached = cache / f"{key}.engine"
         start = time.perf_counter()
         hit = cached.is_file()
@@ -195,7 +241,8 @@ def build_engines(stage_dir: Path, manifest: dict, rng: EngineRange, flavor, tex
         record["components"][name] = {
             "file": f"{ENGINE_DIR}/{name}.engine", "sha256": sha256_file(target), "bytes": target.stat().st_size,
             "profile": shapes, "precision": manifest["precision"], "flavor": flavor.name, "version": flavor.version,
-            "compute_capability": rng.compute_capability or "default", "cache_key": key, "cache_hit": hit,
+            "compute_capability": gpu_target, "builder_flags": list(flags), "cache_key": key, "cache_hit": hit,
+            "io_bytes": io_bytes(COMPONENTS[name], rng, model, text_length),
             "seconds": round(time.perf_counter() - start, 3),
             "timing_cache": None if flavor.is_rtx else str(timing_cache),
         }

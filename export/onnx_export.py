@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sana_edge.components import ComponentSpec, DECODER, TEXT_ENCODER, TRANSFORMER
+from sana_edge.components import ComponentSpec
 
 OPSET = 17
 LINEAR_ATTENTION_EPS = 1e-15
@@ -21,57 +21,9 @@ LINEAR_ATTENTION_EPS = 1e-15
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def torch_module(spec: ComponentSpec, pipe):
-    """A torch.nn.Module taking the spec's inputs in order and returning its outputs."""
-    import torch
-
-    class TextEncoder(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    class Transformer(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, latents, encoder_hidden_states, encoder_attention_mask, timestep):
-            return self.model(
-                latents, encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask, timestep=timestep, return_dict=False,
-            )[0]
-
-    class Decoder(torch.nn.Module):
-        def __init__(self, vae):
-            super().__init__()
-            self.vae = vae
-
-        def forward(self, latent):
-            return self.vae.decode(latent, return_dict=False)[0]
-
-    factories = {
-        TEXT_ENCODER.name: lambda: TextEncoder(pipe.text_encoder),
-        TRANSFORMER.name: lambda: Transformer(pipe.transformer),
-        DECODER.name: lambda: Decoder(pipe.vae),
-    }
-    return factories[spec.name]().eval()
-
-
-def model_dims(pipe) -> dict:
-    """Model dimensions that bind the non-dynamic axes of the component declarations."""
-    return {
-        "latent_channels": int(pipe.transformer.config.in_channels),
-        "out_channels": int(pipe.transformer.config.out_channels or pipe.transformer.config.in_channels),
-        "caption_channels": int(pipe.transformer.config.caption_channels),
-        "vocab_size": int(pipe.text_encoder.config.vocab_size),
-    }
-
-
-def export_component(spec: ComponentSpec, module, dims: dict, path: Path) -> None:
-    """Export `module` to `path` (one .onnx, plus one .onnx.data file when over 2 GB)."""
+def export_component(spec: ComponentSpec, module, dims: dict, path: Path) -> int:
+    """Export `module` to `path` (one .onnx, plus one .onnx.data file when over 2 GB); returns how
+    many linear-attention eps constants the graph holds (counted before it leaves memory)."""
     import onnx
     import torch
 
@@ -91,10 +43,12 @@ def export_component(spec: ComponentSpec, module, dims: dict, path: Path) -> Non
         )
     model = onnx.load(str(traced))  # pulls the exporter's one-file-per-tensor data back in
     fix_negative_transpose_perms(model)
+    spec.check_io_names([i.name for i in model.graph.input], [o.name for o in model.graph.output], str(path))
     save_model(model, path)
     for leftover in scratch.iterdir():
         leftover.unlink()
     scratch.rmdir()
+    return count_eps(model)
 
 
 def save_model(model, path: Path) -> None:
@@ -143,16 +97,16 @@ def count_eps(model, eps: float = LINEAR_ATTENTION_EPS) -> int:
     from onnx import numpy_helper
 
     def matches(tensor) -> bool:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:  # large weights, never the eps
-            return False
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or int(np.prod(tensor.dims)) != 1:
+            return False  # weights, never the eps (and never converted: they may be gigabytes)
         values = numpy_helper.to_array(tensor)
-        return values.size == 1 and np.isclose(float(values.reshape(-1)[0]), eps, rtol=1e-3, atol=0)
+        return bool(values.size == 1 and np.isclose(float(values.reshape(-1)[0]), eps, rtol=1e-3, atol=0))
 
     found = sum(matches(t) for t in model.graph.initializer)
     for node in model.graph.node:
         if node.op_type == "Constant":
             found += sum(matches(a.t) for a in node.attribute if a.name == "value")
-    return found
+    return int(found)
 
 
 def as_fp16(module):
@@ -168,6 +122,9 @@ def as_fp16(module):
 
         def forward(self, *args):
             args = [a.half() if a.is_floating_point() else a for a in args]
-            return self.inner(*args).float()
+            outputs = self.inner(*args)
+            if isinstance(outputs, (tuple, list)):
+                return tuple(o.float() for o in outputs)
+            return outputs.float()
 
     return Fp16Boundary(module).eval()

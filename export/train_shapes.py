@@ -270,7 +270,7 @@ def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: in
                  text_lr: float | None = None) -> dict:
     """`sana-edge train-tiny`: check the options, train into a staging folder, report."""
     from . import shapes_stage_cache
-    from .exporter import check_out_dir, staging_dir
+    from .staging import check_out_dir, staging_dir
 
     given = {"ae_steps": ae_steps, "dit_steps": dit_steps, "eval_captions": eval_captions, "dit_scenes": dit_scenes,
              "dit_lr": dit_lr, "text_lr": text_lr}

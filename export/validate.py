@@ -26,33 +26,50 @@ def reference_outputs(spec: ComponentSpec, module, dims: dict) -> list[tuple[dic
         feeds = sample_inputs(spec, {**dims, **binding}, seed=index + 1)
         with torch.no_grad():
             expected = module(*(torch.from_numpy(feeds[n]) for n in spec.input_names))
-        references.append((binding, feeds, {spec.output_names[0]: expected.float().numpy()}))
+        outputs = expected if isinstance(expected, (tuple, list)) else (expected,)
+        references.append((binding, feeds, {n: o.float().numpy() for n, o in zip(spec.output_names, outputs)}))
     return references
 
 
-def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str) -> list[dict]:
-    """Run the graph on each reference; raise ExportValidationError outside tolerance."""
+def held_out_references(pairs: list) -> list:
+    """(feed, fp32 outputs) pairs of held-out calibration trajectories as validation references."""
+    return [({"held_out_feed": index}, feed, outputs) for index, (feed, outputs) in enumerate(pairs)]
+
+
+def compare_outputs(spec: ComponentSpec, path: Path, references: list, session=None,
+                    reference: str = "PyTorch") -> list[dict]:
+    """Run the graph on each (binding, feeds, expected outputs); one entry per (shape, output):
+    cosine, max |diff|, finite, and `reference`, what produced the expected outputs.
+    `session`: a loaded backend session (OpenVINO IR); default an ONNX Runtime CPU session."""
     from sana_edge.backends.onnxruntime_backend import OrtSession
 
-    session = OrtSession(path, ["CPUExecutionProvider"])
-    threshold = spec.min_cosine[precision]
+    session = session or OrtSession(path, ["CPUExecutionProvider"])
     report = []
     for binding, feeds, expected in references:
         got = session.run(feeds)
         for name in spec.output_names:
             ref, out = expected[name], got[name].astype(np.float32)
             finite = bool(np.isfinite(out).all())
-            entry = {
-                "shape": binding, "output": name, "cosine": cosine(ref, out) if finite else float("nan"),
+            report.append({
+                "shape": binding, "output": name, "reference": reference,
+                "cosine": cosine(ref, out) if finite else float("nan"),
                 "max_abs_diff": float(np.max(np.abs(ref - out))) if finite else float("inf"),
                 "finite": finite,
-            }
-            report.append(entry)
-            if not finite or not entry["cosine"] >= threshold:
-                raise ExportValidationError(
-                    f"{spec.name} ({precision}) disagrees with PyTorch at {binding}: cosine "
-                    f"{entry['cosine']:.6f} (need >= {threshold}), finite={finite}; "
-                    "the export was not written; report this with the checkpoint config"
-                )
+            })
     session.close()
+    return report
+
+
+def validate_component(spec: ComponentSpec, path: Path, references: list, precision: str, session=None,
+                       reference: str = "PyTorch") -> list[dict]:
+    """Run the graph on each reference; raise ExportValidationError outside tolerance."""
+    threshold = spec.min_cosine[precision]
+    report = compare_outputs(spec, path, references, session, reference)
+    for entry in report:
+        if not entry["finite"] or not entry["cosine"] >= threshold:
+            raise ExportValidationError(
+                f"{spec.name} ({precision}) disagrees with {reference} at {entry['shape']}: cosine "
+                f"{entry['cosine']:.6f} (need >= {threshold}), finite={entry['finite']}; "
+                "the export was not written; report this with the checkpoint config"
+            )
     return report

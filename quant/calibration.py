@@ -1,8 +1,9 @@
-"""Calibration data from the real sampler: run the full-precision export over a prompt set through
-Flow-DPM-Solver trajectories with CFG and record what each graph is fed.
+"""Calibration data from the real sampler: run the full-precision graphs over a prompt set through
+Flow-DPM-Solver trajectories with CFG and record what the recipe's calibrated components are fed.
 
 The transformer is recorded at every step of each trajectory, so its inputs span the whole
-schedule (high-noise to clean); the decoder at the end; the text encoder on every prompt.
+schedule (high-noise to clean). The decoder, when a recipe calibrates it, gets the latents that
+end each trajectory (what it decodes at run time); no image is decoded during calibration.
 Deterministic for a given seed: prompt order is the file's, noise comes from seed + index.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 from sana_edge.prompt import read_prompt_file
 
 SHIPPED_PROMPTS = Path(__file__).with_name("calibration_prompts.txt")
+CALIB_MAX_RESOLUTION = 512  # px: calibration cost grows with the square of the size
 
 
 def read_prompts(path: Path | None) -> list[str]:
@@ -24,55 +26,98 @@ def read_prompts(path: Path | None) -> list[str]:
     return read_prompt_file(Path(path) if path else SHIPPED_PROMPTS, "calibration prompt")
 
 
-class _Recorder:
-    """Wraps a backend session and keeps a copy of every feed dict it runs."""
+def calibration_resolution(calibration, base_size: int) -> int:
+    # The model's own size up to 512 px (cost): calibrating a 128 px model at half size (2x2
+    # latents) cost it 4.7 task-score points; at 128 px int8 matched fp32 (shapes_score).
+    return calibration.resolution or max(32, min(base_size, CALIB_MAX_RESOLUTION) // 32 * 32)
 
-    def __init__(self, session):
-        self.session = session
-        self.input_names = session.input_names
-        self.output_names = session.output_names
-        self.feeds: list[dict] = []
+
+class _RecordingSession:
+    """A backend session that keeps every feed dict it runs (and, while `backend.held_out`, the
+    outputs too). Arrays fed again unchanged (the caption, the same at every step of a
+    trajectory) are stored once."""
+
+    def __init__(self, session, backend: "RecordingBackend", name: str):
+        self.session, self.backend, self.name = session, backend, name
+        self.input_names, self.output_names = session.input_names, session.output_names
+        self._last: dict = {}
 
     def run(self, feeds):
-        self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return self.session.run(feeds)
+        kept = {}
+        for name, value in feeds.items():
+            previous = self._last.get(name)
+            same = previous is not None and previous.shape == value.shape and np.array_equal(previous, value)
+            kept[name] = previous if same else np.array(value, copy=True)
+        self._last = kept
+        outputs = self.session.run(feeds)
+        if self.backend.held_out is None:
+            self.backend.feeds[self.name].append(kept)
+        else:
+            self.backend.held_out[self.name].append((kept, {k: np.array(v) for k, v in outputs.items()}))
+        return outputs
 
     def close(self):
         self.session.close()
 
 
-def collect(export_dir: Path, prompts: list[str], steps: int, resolution: int, seed: int, log=print) -> dict:
-    """Feeds recorded per component name: {"transformer": [feed, ...], ...}."""
+class RecordingBackend:
+    """Wraps a backend (the public contract, sana_edge.backends.base): sessions of the
+    `record` components keep their feeds in `self.feeds[name]`; everything else passes through."""
+
+    def __init__(self, backend, record: set[str]):
+        self._backend = backend
+        self.feeds: dict[str, list] = {name: [] for name in record}
+        self.held_out: dict[str, list] | None = None  # set: record (feeds, outputs) pairs instead
+
+    def load_component(self, manifest, name: str, low_memory: bool = False):
+        session = self._backend.load_component(manifest, name, low_memory=low_memory)
+        return _RecordingSession(session, self, name) if name in self.feeds else session
+
+    def __getattr__(self, attribute):
+        return getattr(self._backend, attribute)
+
+
+HELD_OUT_PROMPTS = 2  # trajectories beyond the calibration set, to validate the quantized graphs on
+HELD_OUT_FEEDS = 4  # of each component's held-out feeds, spread over the trajectories
+
+
+def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: int, seed: int,
+            held_out_prompts: list[str] = (), log=print) -> tuple[dict, dict]:
+    """(feeds, held_out) of every component whose config needs calibration: feeds are
+    {"transformer_step": [feed, ...], ...}; held_out holds (feed, fp32 outputs) pairs from
+    trajectories the scales never saw, for validating the quantized graph on real inputs."""
+    from sana_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from sana_edge.components import DECODER
     from sana_edge.pipeline import SanaEdgePipeline
 
-    pipe = SanaEdgePipeline.from_export(export_dir, verify=False)
-    recorders = {}
-    for name in ("text_encoder", "transformer", "vae_decoder"):
-        recorders[name] = _Recorder(pipe.session(name))
-        pipe._sessions[name] = recorders[name]
-    for index, prompt in enumerate(prompts):
-        pipe.generate(prompt, height=resolution, width=resolution, steps=steps, seed=seed + index)
-        log(f"    calibration trajectory {index + 1}/{len(prompts)}: {prompt[:60]}")
-    return {name: recorder.feeds for name, recorder in recorders.items()}
+    wanted = {name for name, config in recipe.items() if config.needs_calibration}
+    backend = RecordingBackend(OnnxRuntimeBackend(), wanted - {DECODER.name})
+    pipe = SanaEdgePipeline(manifest, backend, keep_loaded=True)
+    final = {"calibration": [], "held_out": []}
+    runs = [("calibration", p) for p in prompts] + [("held_out", p) for p in held_out_prompts]
+    for index, (phase, prompt) in enumerate(runs):
+        if phase == "held_out" and backend.held_out is None:
+            backend.held_out = {name: [] for name in backend.feeds}
+        result = pipe.generate(prompt, height=resolution, width=resolution, steps=steps, seed=seed + index,
+                               output_type="latent")
+        final[phase].append({DECODER.input_names[0]: pipe.decoder_input(result.latents)})
+        log(f"    {phase.replace('_', '-')} trajectory {index + 1}/{len(runs)}: {prompt[:60]}")
+    feeds, held_out = dict(backend.feeds), {k: _spread(v) for k, v in (backend.held_out or {}).items()}
+    if DECODER.name in wanted:
+        feeds[DECODER.name] = final["calibration"]
+        decoder = pipe.session(DECODER.name)
+        held_out[DECODER.name] = [(feed, decoder.run(feed)) for feed in final["held_out"]]
+    pipe.close()
+    return feeds, held_out
+
+
+def _spread(pairs: list) -> list:
+    """HELD_OUT_FEEDS pairs evenly spread (first to last step), not all from one trajectory's start."""
+    if len(pairs) <= HELD_OUT_FEEDS:
+        return pairs
+    return [pairs[round(i * (len(pairs) - 1) / (HELD_OUT_FEEDS - 1))] for i in range(HELD_OUT_FEEDS)]
 
 
 def calibration_hash(prompts: list[str], steps: int, resolution: int, seed: int) -> str:
     payload = json.dumps({"prompts": prompts, "steps": steps, "resolution": resolution, "seed": seed})
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-class FeedReader:
-    """onnxruntime.quantization CalibrationDataReader over recorded feeds."""
-
-    def __init__(self, feeds: list[dict]):
-        self._feeds = feeds
-        self._position = 0
-
-    def get_next(self):
-        if self._position >= len(self._feeds):
-            return None
-        self._position += 1
-        return self._feeds[self._position - 1]
-
-    def rewind(self):
-        self._position = 0

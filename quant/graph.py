@@ -1,5 +1,5 @@
 """Graph helpers for quantization: node selection by name pattern, 1x1-conv -> MatMul rewrite,
-and inspection of what a quantized graph actually quantized."""
+opset upgrade, int8 weight storage."""
 
 from __future__ import annotations
 
@@ -60,33 +60,6 @@ def pointwise_convs_to_matmul(model) -> int:
             if model.graph.initializer[index].name not in used:
                 del model.graph.initializer[index]
     return rewritten
-
-
-QUANTIZED_OPS = {"MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QLinearConv"}
-
-
-def activation_quantized_nodes(model) -> set[str]:
-    """Compute nodes that run on quantized activations (W8A8): MatMul/Conv/Gemm whose data input
-    comes through a DequantizeLinear, or onnxruntime's integer ops."""
-    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return {
-        n.name for n in model.graph.node
-        if n.op_type in {"QLinearMatMul", "QLinearConv", "MatMulInteger", "DynamicQuantizeMatMul"}
-        or (n.op_type in ("MatMul", "Conv", "Gemm") and n.input[0] in dq_outputs)
-    }
-
-
-def quantized_nodes(model) -> set[str]:
-    """Names of the compute nodes that run on quantized weights: contrib int ops, or MatMul/Conv/
-    Gemm whose weight input comes from a DequantizeLinear (QDQ form)."""
-    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    found = set()
-    for node in model.graph.node:
-        if node.op_type in QUANTIZED_OPS:
-            found.add(node.name)
-        elif node.op_type in ("MatMul", "Conv", "Gemm") and len(node.input) > 1 and node.input[1] in dq_outputs:
-            found.add(node.name)
-    return found
 
 
 _REDUCE_WITH_AXES_INPUT_FROM_18 = {

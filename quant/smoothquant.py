@@ -9,7 +9,9 @@ onnxruntime's built-in SmoothQuant needs Intel Neural Compressor, which is not a
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -38,27 +40,29 @@ def _smoothable(model, excluded: set[str]) -> dict[str, list]:
     }
 
 
-def channel_abs_max(model_path, tensors: dict[str, str], feeds: list[dict]) -> dict[str, np.ndarray]:
+def channel_abs_max(model, tensors: dict[str, str], feeds: list[dict]) -> dict[str, np.ndarray]:
     """Per-channel max |x| of each tensor over the calibration feeds. `tensors` maps name ->
-    layout ("last" for MatMul inputs, "nchw" for Conv inputs)."""
+    layout ("last" for MatMul inputs, "nchw" for Conv inputs). The tensors become graph outputs
+    only while an ORT session is built from `model`, then the graph is restored."""
     import onnx
     import onnxruntime as ort
 
-    from sana_edge.export.onnx_export import save_model
+    from sana_edge.export.onnx_export import EXTERNAL_DATA_THRESHOLD, initializer_bytes, save_model
 
-    model = onnx.load(str(model_path))
     existing = {o.name for o in model.graph.output}
-    for name in tensors:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    probe = model_path.with_name(f".{model_path.stem}.smoothquant-probe.onnx")
-    save_model(model, probe)  # a file, not bytes: the full-size graphs are over protobuf's 2 GB
-    del model
+    added = [onnx.helper.make_empty_tensor_value_info(name) for name in tensors if name not in existing]
+    model.graph.output.extend(added)
     try:
-        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+        if initializer_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+            session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        else:  # protobuf cannot serialise past 2 GB in memory: go through a file with external data
+            with tempfile.TemporaryDirectory(prefix="sana-edge-smoothquant-") as scratch:
+                probe = Path(scratch) / "probe.onnx"
+                save_model(model, probe)
+                session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
     finally:
-        for leftover in probe.parent.glob(probe.name + "*"):
-            leftover.unlink()
+        for _ in added:
+            model.graph.output.pop()
     names = list(tensors)
     maxima: dict[str, np.ndarray] = {}
     for feed in feeds:
@@ -69,13 +73,13 @@ def channel_abs_max(model_path, tensors: dict[str, str], feeds: list[dict]) -> d
     return maxima
 
 
-def smooth(model, model_path, feeds: list[dict], alpha: float, excluded: set[str]) -> int:
-    """Apply SmoothQuant in place to `model` (loaded from `model_path`); returns tensors smoothed."""
+def smooth(model, feeds: list[dict], alpha: float, excluded: set[str]) -> int:
+    """Apply SmoothQuant in place to `model`; returns how many tensors were smoothed."""
     from onnx import helper, numpy_helper
 
     groups = _smoothable(model, excluded)
     layouts = {name: ("nchw" if nodes[0].op_type == "Conv" else "last") for name, nodes in groups.items()}
-    act_max = channel_abs_max(model_path, layouts, feeds)
+    act_max = channel_abs_max(model, layouts, feeds)
     weights = {t.name: t for t in model.graph.initializer}
     new_mul = {}
     for name, nodes in groups.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import platform
 
@@ -14,18 +13,15 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _importable(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-        return True
-    except Exception:  # missing, or present but broken (e.g. no GPU driver)
-        return False
-
-
 def report() -> str:
     from . import __version__
 
-    lines = [f"sana-edge {__version__} on Python {platform.python_version()} ({platform.machine()})", "runtime:"]
+    from .cpu import cpu_features, fastest_precision
+
+    features = cpu_features()
+    lines = [f"sana-edge {__version__} on Python {platform.python_version()} ({platform.machine()})",
+             f"CPU: {features.describe()}; fastest precision here: {fastest_precision(features)} "
+             f"(`sana-edge export --precision auto` picks it)", "runtime:"]
     for package in ("numpy", "onnxruntime", "onnxruntime-gpu", "tokenizers", "pillow"):
         lines.append(f"  {package:<16} {_version(package)}")
     try:
@@ -35,21 +31,46 @@ def report() -> str:
     except ImportError:
         lines.append("  onnxruntime providers: none (install onnxruntime)")
     lines.append("TensorRT (engines: sana-edge export --backend tensorrt):")
-    from .backends.cuda_driver import Device, gpu_available
-    from .backends.trt_flavor import installed_flavors
+    from .backends.cuda_driver import Device, driver_version, gpu_available
+    from .backends.trt_checks import driver_problem
+    from .backends.trt_flavor import installed_flavors, supported_compute_capabilities
 
-    flavors = {f.name: f.version for f in installed_flavors()}
+    installed = installed_flavors()
+    flavors = {f.name: f.version + (f" (CUDA {f.cuda_major} wheels)" if f.cuda_major else "") for f in installed}
     for name in ("tensorrt", "tensorrt_rtx"):
         lines.append(f"  {name:<16} {flavors.get(name, 'not available')}")
     if gpu_available():
         device = Device(0)
         free, total = device.memory()
+        driver = driver_version()
         lines.append(f"  GPU              {device.name}, compute capability {device.compute_capability}, "
-                     f"{total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)")
-        lines.append(f"  can run engines  {'yes' if flavors else 'no (install sana-edge[tensorrt-rtx] or TensorRT)'}")
+                     f"{total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free), driver runs CUDA "
+                     f"{'%d.%d' % driver if driver else 'unknown'}")
+        for flavor in installed:
+            problem = driver_problem(flavor)
+            if not problem and flavor.is_rtx and device.compute_capability not in supported_compute_capabilities(flavor.trt):
+                problem = f"TensorRT-RTX does not run on compute capability {device.compute_capability}; use full TensorRT"
+            lines.append(f"  {flavor.name + ' here':<16} {problem or 'yes'}")
+        if not installed:
+            lines.append("  can run engines  no (install sana-edge[tensorrt-rtx] or TensorRT)")
     else:
         lines.append("  GPU              none (engines build here with TensorRT-RTX; running them needs a GPU)")
+    lines.append("OpenVINO (--backend openvino; pip install 'sana-edge[openvino]'):")
+    lines += _openvino_lines()
     lines.append("build side (pip install 'sana-edge[export]'):")
     for package in ("torch", "diffusers", "transformers", "onnx"):
         lines.append(f"  {package:<16} {_version(package)}")
     return "\n".join(lines)
+
+
+def _openvino_lines() -> list[str]:
+    try:
+        import openvino as ov
+    except ImportError:
+        return ["  openvino         not installed"]
+    core = ov.Core()
+    lines = [f"  openvino         {ov.__version__.split('-')[0]}, devices: {', '.join(core.available_devices) or 'none'}"]
+    if "CPU" in core.available_devices:
+        capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        lines.append(f"  CPU              {core.get_property('CPU', 'FULL_DEVICE_NAME')} ({capabilities})")
+    return lines

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import shapes
-from .components import TEXT_ENCODER, TRANSFORMER
+from .checks import check_image_side
+from .components import TEXT_ENCODER
 from .errors import UserError
 from .fileio import write_json_atomic
 from .metrics import cosine, json_safe, psnr, sqnr_db, ssim
@@ -55,16 +56,33 @@ def _check_settings(prompts, steps: int, seed: int) -> None:
 
 
 def _check_comparable(manifest_a, manifest_b, size: int) -> None:
-    for key in ("latent_channels", "vae_scale_factor"):
-        value_a, value_b = manifest_a.model[key], manifest_b.model[key]
-        if value_a != value_b:
-            raise UserError(
-                f"exports '{manifest_a.root}' and '{manifest_b.root}' are not comparable ({key} {value_a} vs {value_b}); "
-                "compare two exports of the same checkpoint"
-            )
-    factor = int(manifest_a.model["vae_scale_factor"])
-    if size <= 0 or size % factor:
-        raise UserError(f"size {size} must be a positive multiple of {factor}, the exports' VAE scale factor (e.g. {max(factor, round(size / factor) * factor)})")
+    """Two exports compare only when they are the same model (values and tokenizer) at any precision."""
+    values_a, values_b = manifest_a.model.to_dict(), manifest_b.model.to_dict()
+    differing = [k for k in values_a if values_a[k] != values_b.get(k)]
+    files_a, files_b = manifest_a.files(), manifest_b.files()
+    token_a, token_b = files_a.get(manifest_a.data["tokenizer"]), files_b.get(manifest_b.data["tokenizer"])
+    if differing or token_a != token_b:
+        what = f"{differing[0]} {values_a[differing[0]]!r} vs {values_b.get(differing[0])!r}" if differing else "tokenizers differ"
+        raise UserError(
+            f"exports '{manifest_a.root}' and '{manifest_b.root}' are not comparable, not the same model ({what}); "
+            "compare two exports of the same checkpoint"
+        )
+    check_image_side("size", size, manifest_a.model.vae_scale_factor)
+
+
+def _graph_pipeline(export, verify: bool):
+    """The export on the runtime its graphs are written for (ONNX Runtime, or OpenVINO for IR)."""
+    from .backends import get_backend, graph_backend
+    from .manifest import load_manifest
+    from .pipeline import SanaEdgePipeline
+
+    manifest = load_manifest(export, verify=verify)
+    return SanaEdgePipeline(manifest, get_backend(graph_backend(manifest), manifest))
+
+
+def _label(manifest) -> str:
+    """The precision, and the target when it is not ONNX Runtime's (e.g. 'int8 openvino')."""
+    return manifest.precision + (f" {manifest.graph_format}" if manifest.graph_format != "onnx" else "")
 
 
 def _text_encoder_cosine(pipe_a, pipe_b, prompt: str) -> float:
@@ -98,21 +116,19 @@ def compare_exports(
 ) -> dict:
     """Generate every prompt with both exports from the same noise; return the metrics as a dict."""
     from .pipeline import SanaEdgePipeline
-    from .scheduler import FlowDPMSolver
 
     prompts = list(prompts)
     _check_settings(prompts, steps, seed)
     task_prompts = all(shapes.is_caption(p) for p in prompts)
-    pipe_a = SanaEdgePipeline.from_export(export_a, verify=verify)
-    pipe_b = SanaEdgePipeline.from_export(export_b, verify=verify)
+    pipe_a, pipe_b = (_graph_pipeline(export, verify) for export in (export_a, export_b))
     _check_comparable(pipe_a.manifest, pipe_b.manifest, size)
     for pipe in (pipe_a, pipe_b):  # load the graphs now, so latencies time inference, not loading
         for name in pipe.manifest.components:
             pipe.session(name)
 
     model = pipe_a.manifest.model
-    factor, channels = int(model["vae_scale_factor"]), int(model["latent_channels"])
-    timesteps = FlowDPMSolver.from_diffusers_config(pipe_a.scheduler_config).set_timesteps(steps)
+    factor, channels = model.vae_scale_factor, model.latent_channels
+    timesteps = pipe_a.denoiser.timesteps(steps)
     # DiT probes: the first step (pure noise) and a middle one (partly denoised latents).
     probe_steps = sorted({0, steps // 2})
     records = []
@@ -128,8 +144,8 @@ def compare_exports(
         transformer_cosines = {}
         for step in probe_steps:
             step_input = noise if step == 0 else latents_a[step - 1]  # latents entering `step`
-            feeds = pipe_a.transformer_feeds(step_input, embeds, mask, timesteps[step])
-            outputs = [p.session(TRANSFORMER.name).run(feeds)["velocity"] for p in (pipe_a, pipe_b)]
+            # Same inputs for both (A's caption embeddings); each export's own transformer graph(s).
+            outputs = [p.denoiser.predict(step_input, embeds, mask, timesteps[step]) for p in (pipe_a, pipe_b)]
             transformer_cosines[str(step + 1)] = cosine(*outputs)  # 1-based, as on_step counts
 
         step_sqnr = [sqnr_db(a, b) for a, b in zip(latents_a, latents_b)]
@@ -162,7 +178,7 @@ def compare_exports(
     return {
         "config": {
             "export_a": str(export_a), "export_b": str(export_b),
-            "precision_a": pipe_a.manifest.precision, "precision_b": pipe_b.manifest.precision,
+            "precision_a": _label(pipe_a.manifest), "precision_b": _label(pipe_b.manifest),
             "size": size, "steps": steps, "guidance_scale": guidance_scale, "seed": seed,
             "negative_prompt": "", "transformer_probe_steps": [s + 1 for s in probe_steps], "prompts": prompts,
         },

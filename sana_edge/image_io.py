@@ -16,6 +16,20 @@ def to_pil(image: np.ndarray):
     return Image.fromarray((pixels * 255).round().astype(np.uint8))
 
 
+def png_bytes(image, metadata: dict | None = None) -> bytes:
+    """The image as PNG bytes, metadata in `sana-edge:<key>` text chunks (as save_png writes)."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(f"sana-edge:{key}", str(value))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
 def save_png(image, path: str | Path, metadata: dict | None = None) -> Path:
     """Write `image` to `path` through a temp file and rename, so no half-written PNG remains."""
     from PIL.PngImagePlugin import PngInfo

@@ -1,4 +1,5 @@
-"""Peak memory per stage: resident set size on CPU, device memory on GPU.
+"""Memory readings: current RSS and available RAM (psutil, so macOS and Windows laptops get right
+numbers), and the peak per stage: resident set size on CPU, device memory on GPU.
 
 On Linux the kernel keeps the process's peak RSS (VmHWM) and lets a process reset it (write 5 to
 /proc/self/clear_refs), which measures each stage exactly. Elsewhere, and for GPU memory, a
@@ -40,12 +41,16 @@ def _status_kib(field: str) -> int | None:
 
 
 def current_rss() -> int:
-    value = _status_kib("VmRSS")
-    if value is not None:
-        return value
-    import resource  # no /proc: the lifetime peak is the best available figure
+    import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return int(psutil.Process().memory_info().rss)
+
+
+def available_ram() -> int:
+    """What the OS can give this process now without swapping."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def _reset_peak_rss() -> bool:

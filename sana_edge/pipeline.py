@@ -10,20 +10,22 @@ from pathlib import Path
 import numpy as np
 
 from .backends import get_backend
-from .components import DECODER, TEXT_ENCODER, TRANSFORMER
+from .checks import check_image_side
+from .components import DECODER, STAGES, TEXT_ENCODER, TRANSFORMER, TRANSFORMER_STEP
+from .denoising import FlowDenoiser
 from .errors import UserError
 from .image_io import to_pil
 from .manifest import Manifest, load_manifest
 from .memory import PeakMemory
 from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
-from .scheduler import FlowDPMSolver
+from .text_encoding import PromptEncoder
 from .tiling import decode_tiled
 
 
 @dataclass
 class GenerationResult:
-    image: object  # PIL.Image.Image
+    image: object  # PIL.Image.Image (None for output_type="latent")
     latents: np.ndarray  # final latents, before decoding
     seed: int | None
     timings: dict = field(default_factory=dict)  # stage -> seconds
@@ -31,29 +33,26 @@ class GenerationResult:
     plan: MemoryPlan | None = None
 
 
-def check_size(height: int, width: int, multiple: int) -> None:
-    for label, value in (("height", height), ("width", width)):
-        if value <= 0 or value % multiple:
-            raise UserError(f"{label} {value} must be a positive multiple of {multiple} (e.g. {max(multiple, round(value / multiple) * multiple)})")
-
-
 class SanaEdgePipeline:
-    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool = False):
+    def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool | None = None):
+        """`keep_loaded`: None (default) keeps sessions loaded across calls when the memory plan fits
+        them all, True asks for it (noted when it does not fit), False releases each stage after use."""
         self.manifest = manifest
         self.backend = backend
         self.max_memory, self.keep_loaded = max_memory, keep_loaded
         model = manifest.model
-        self.tokenizer = PromptTokenizer(
-            manifest.tokenizer_path, model["complex_human_instruction"], model["max_sequence_length"]
-        )
+        self.tokenizer = PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction,
+                                         model.max_sequence_length)
         self.scheduler_config = manifest.scheduler_config
-        FlowDPMSolver.from_diffusers_config(self.scheduler_config)  # refuse unsupported configs now
+        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
+        self.denoiser = FlowDenoiser(model, self.scheduler_config, self.session,
+                                     split=TRANSFORMER_STEP.name in manifest.components)
         self._sessions: dict = {}
         self._low_memory: dict[str, bool] = {}
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
-                    max_memory: int | None = None, keep_loaded: bool = False, **backend_options):
+                    max_memory: int | None = None, keep_loaded: bool | None = None, **backend_options):
         manifest = load_manifest(export_dir, verify=verify)
         return cls(manifest, get_backend(backend, manifest=manifest, **backend_options), max_memory, keep_loaded)
 
@@ -74,66 +73,49 @@ class SanaEdgePipeline:
         if session is not None:
             session.close()
 
+    def close(self) -> None:
+        """Release every loaded session."""
+        for name in list(self._sessions):
+            self.release(name)
+
     def plan(self, height: int, width: int) -> MemoryPlan:
         """The memory plan for one run at this size (see sana_edge.planner)."""
         budget = self.max_memory or self.backend.memory_budget()
+        sizes = self.backend.stage_bytes(self.manifest)
+        # Sessions kept from an earlier call are already in the memory in use: count them once.
+        component_bytes = sizes.bytes if hasattr(sizes, "bytes") else sizes
+        loaded = sum(int(component_bytes.get(name, 0)) for name in self._sessions)
         return plan_memory(
-            self.manifest.model, self.backend.stage_bytes(self.manifest), height, width, budget,
-            keep_loaded=self.keep_loaded, base=self.backend.memory_in_use(),
+            self.manifest.model, sizes, height, width, budget,
+            keep_loaded=self.keep_loaded, base=max(0, self.backend.memory_in_use() - loaded),
             max_tile=self.backend.max_decoder_tile(self.manifest), text_length=self.tokenizer.text_encoder_length,
         )
 
     @property
     def default_size(self) -> int:
-        model = self.manifest.model
-        return int(model["sample_size"]) * int(model["vae_scale_factor"])
+        return self.manifest.model.default_size
 
     # -- stages -------------------------------------------------------------------------------
 
     def encode_prompts(self, prompt: str, negative_prompt: str | None) -> tuple[np.ndarray, np.ndarray]:
         """Caption embeddings and masks, batch [negative, positive] when negative is given."""
-        encoder = self.session(TEXT_ENCODER.name)
-        positive = self.tokenizer.positive(prompt)
-        hidden = encoder.run({"input_ids": positive.input_ids, "attention_mask": positive.attention_mask})
-        embeds, mask = self.tokenizer.select(hidden["last_hidden_state"], positive.attention_mask)
-        if negative_prompt is None:
-            return embeds, mask
-        negative = self.tokenizer.negative(negative_prompt)
-        neg_hidden = encoder.run({"input_ids": negative.input_ids, "attention_mask": negative.attention_mask})
-        return (
-            np.concatenate([neg_hidden["last_hidden_state"], embeds]),
-            np.concatenate([negative.attention_mask, mask]),
-        )
+        return self.prompt_encoder.encode(prompt, negative_prompt)
 
     def transformer_feeds(self, latents, embeds, mask, timestep) -> dict:
         """The transformer's inputs at one step (CFG: the latents doubled, batch [neg, pos])."""
-        model_input = np.concatenate([latents, latents]) if embeds.shape[0] == 2 else latents
-        t = np.full(model_input.shape[0], float(timestep) * self.manifest.model["timestep_scale"], np.float32)
-        return {"latents": model_input, "encoder_hidden_states": embeds, "encoder_attention_mask": mask, "timestep": t}
+        return self.denoiser.feeds(latents, embeds, mask, timestep)
 
     def denoise(self, latents, embeds, mask, steps, guidance_scale, on_step: Callable | None = None):
         """Run the sampler; `on_step(done, total, latents)` is called after every step."""
-        model = self.manifest.model
-        transformer = self.session(TRANSFORMER.name)
-        solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
-        timesteps = solver.set_timesteps(steps)
-        cfg = embeds.shape[0] == 2
-        for i, t in enumerate(timesteps):
-            feeds = self.transformer_feeds(latents, embeds, mask, t)
-            velocity = transformer.run(feeds)["velocity"].astype(np.float32, copy=False)
-            if cfg:
-                uncond, cond = velocity[:1], velocity[1:]
-                velocity = uncond + guidance_scale * (cond - uncond)
-            if model["out_channels"] // 2 == model["latent_channels"]:  # learned sigma
-                velocity = velocity[:, : model["latent_channels"]]
-            latents = solver.step(velocity, latents)
-            if on_step:
-                on_step(i + 1, len(timesteps), latents)
-        return latents
+        return self.denoiser.run(latents, embeds, mask, steps, guidance_scale, on_step)
+
+    def decoder_input(self, latents: np.ndarray) -> np.ndarray:
+        """What the decoder is fed for the sampler's final latents (SANA divides by the VAE scaling)."""
+        return (latents / np.float32(self.manifest.model.vae_scaling_factor)).astype(np.float32)
 
     def decode(self, latents: np.ndarray, tile: int | None = None, on_tile: Callable | None = None) -> np.ndarray:
         """Latents -> image in [-1, 1]; `tile` (latent positions) decodes in overlapping tiles."""
-        scaled = (latents / np.float32(self.manifest.model["vae_scaling_factor"])).astype(np.float32)
+        scaled = self.decoder_input(latents)
         session = self.session(DECODER.name, low_memory=tile is not None)
 
         def run(latent):
@@ -141,16 +123,17 @@ class SanaEdgePipeline:
 
         if tile is None:
             return run(scaled)
-        return decode_tiled(run, scaled, tile, int(self.manifest.model["vae_scale_factor"]), on_tile=on_tile)
+        return decode_tiled(run, scaled, tile, self.manifest.model.vae_scale_factor, on_tile=on_tile)
 
     def _stage(self, name: str, plan: MemoryPlan, timings: dict, memory: dict, work: Callable):
         """Run one stage, timing it and measuring its peak memory; release it unless kept loaded."""
-        read = None if self.backend.name == "onnxruntime" else self.backend.memory_in_use
+        read = None if self.backend.memory_kind == "RSS" else self.backend.memory_in_use
         start = time.perf_counter()
         with PeakMemory(read) as peak:
             result = work()
             if not plan.keep_loaded:
-                self.release(name)
+                for component in STAGES[name]:
+                    self.release(component)
         timings[name if name != DECODER.name else "decode"] = time.perf_counter() - start
         memory[name] = peak.peak
         return result
@@ -168,15 +151,20 @@ class SanaEdgePipeline:
         seed: int | None = None,
         latents: np.ndarray | None = None,
         on_step: Callable | None = None,
+        output_type: str = "pil",
     ) -> GenerationResult:
+        """`output_type="latent"` stops before the decoder (result.image is None), as diffusers'."""
+        if output_type not in ("pil", "latent"):
+            raise UserError(f"output_type must be 'pil' or 'latent' (got {output_type!r})")
         model = self.manifest.model
-        factor = int(model["vae_scale_factor"])
+        factor = model.vae_scale_factor
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
-        check_size(height, width, factor)
+        check_image_side("height", height, factor)
+        check_image_side("width", width, factor)
         if steps < 1:
             raise UserError(f"steps must be at least 1 (got {steps})")
-        shape = (1, int(model["latent_channels"]), height // factor, width // factor)
+        shape = (1, model.latent_channels, height // factor, width // factor)
         if latents is None:
             if seed is None:
                 seed = int(np.random.SeedSequence().entropy % (2**31))
@@ -195,6 +183,8 @@ class SanaEdgePipeline:
         latents = self._stage(TRANSFORMER.name, plan, timings, memory,
                               lambda: self.denoise(latents, embeds, mask, steps, guidance_scale, on_step))
         timings["denoise"] = timings.pop(TRANSFORMER.name)
+        if output_type == "latent":
+            return GenerationResult(None, latents, seed, timings, memory, plan)
         image = self._stage(DECODER.name, plan, timings, memory, lambda: self.decode(latents, plan.decoder_tile))
         return GenerationResult(to_pil(image), latents, seed, timings, memory, plan)
 

@@ -2,28 +2,37 @@
 
 Stages run one at a time (text encoder, transformer, decoder). Each stage's need is its weights
 (the graph or engine files' size, which is what the session holds) plus an activation estimate
-that grows with the image; the decoder's estimate follows the tile, not the image. Activation
-factors were fitted to peak-memory measurements of the full-size models (see
-benchmarks/memory_plan.py and benchmarks/results/memory.md) and round up, so a plan errs on
-the side of smaller tiles.
+that grows with the image (declared per component in sana_edge.components, fitted to the
+full-size models' measured peaks, rounded up so a plan errs on the side of smaller tiles); the
+decoder's estimate follows the tile, not the image.
+
+TensorRT stages are sized differently (the backend passes a `StageSizes` with `engines=True`):
+an execution context reserves its working memory for the profile's largest shapes when it is
+created, so a stage needs engine bytes + `device_memory_size_v2` + its I/O buffers whatever the
+image or tile, a smaller decoder tile saves nothing, and a tile must stay within the decoder
+profile (never below its minimum). Engines are kept loaded when they all fit, because reloading
+one recompiles its kernels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .components import COMPONENTS, stage_of
 from .errors import UserError
 from .memory import format_bytes
 
-# Decoder: fp32 copies of the per-pixel feature volume alive at the peak (see
-# _decoder_floats_per_pixel). Full-size DC-AE decoder on ONNX Runtime CPU, peak RSS over the
-# loaded session: 0.25 / 0.98 / 3.16 GiB at 256 / 512 / 1024 px, i.e. 4.1-3.6 copies; 4.5 rounds up.
-DECODER_LIVE_TENSORS = 4.5
-# Transformer: bytes per token per unit of its widest (MLP) activation, batch 2 for CFG.
-TRANSFORMER_LIVE_TENSORS = 4.0
-TEXT_ENCODER_LIVE_TENSORS = 32.0
 SESSION_OVERHEAD = 1.15  # a session holds its weights plus allocator slack
 TILE_CHOICES = (64, 48, 32, 24, 16, 12, 8, 6, 4)  # latent positions (x32 px), largest first
+
+
+@dataclass(frozen=True)
+class StageSizes:
+    """What each stage's session holds, as a backend reports it to the planner."""
+
+    bytes: dict  # stage -> bytes (weights, or with `engines` the whole stage)
+    engines: bool = False  # TensorRT: `bytes` include working memory and I/O at the profile's largest shapes
+    min_tile: int | None = None  # smallest decoder input side the engine profile takes (latent positions)
 
 
 @dataclass
@@ -37,8 +46,13 @@ class MemoryPlan:
 
     @property
     def peak(self) -> int:
+        return self.resident_peak if self.keep_loaded else max(self.stage_bytes.values())
+
+    @property
+    def resident_peak(self) -> int:
+        """Every stage loaded at once (the base counted once)."""
         needs = list(self.stage_bytes.values())
-        return sum(needs) - (len(needs) - 1) * self.base if self.keep_loaded else max(needs)
+        return sum(needs) - (len(needs) - 1) * self.base
 
     def describe(self) -> str:
         tiling = f"decoder tiles of {self.decoder_tile * 32} px" if self.decoder_tile else "decoder untiled"
@@ -47,70 +61,108 @@ class MemoryPlan:
         return f"plan for {format_bytes(self.budget)}: {residency}, {tiling}; estimated need {stages}"
 
 
-def _decoder_floats_per_pixel(model: dict) -> float:
-    # Feature volume per output pixel: stage i runs at 1/2^i of the resolution (DC-AE layout).
-    channels = model.get("decoder_block_out_channels") or [128, 256, 512, 512, 1024, 1024]
-    return sum(c / 4**i for i, c in enumerate(channels))
+def activation_bytes(stage: str, model, height_px: int, width_px: int, text_length: int = 300) -> int:
+    """The stage's activation estimate, declared with its component (sana_edge.components)."""
+    return COMPONENTS[stage].activation_bytes(model, height_px, width_px, text_length)
 
 
-def activation_bytes(stage: str, model: dict, height_px: int, width_px: int, text_length: int = 300) -> int:
-    pixels = height_px * width_px
-    if stage == "vae_decoder":
-        return int(pixels * _decoder_floats_per_pixel(model) * 4 * DECODER_LIVE_TENSORS)
-    if stage == "transformer":
-        tokens = pixels // int(model["vae_scale_factor"]) ** 2
-        width = int(model.get("transformer_inner_dim", 1152)) * float(model.get("mlp_ratio", 2.5)) * 2  # GLU
-        return int(2 * tokens * width * 4 * TRANSFORMER_LIVE_TENSORS)
-    if stage == "text_encoder":
-        return int(text_length * int(model["caption_channels"]) * 4 * TEXT_ENCODER_LIVE_TENSORS)
-    raise ValueError(stage)
+def stage_totals(component_bytes: dict) -> dict:
+    """Component bytes summed per pipeline stage (the split transformer's two graphs are one stage)."""
+    totals: dict = {}
+    for component, size in component_bytes.items():
+        stage = stage_of(component)
+        totals[stage] = totals.get(stage, 0) + int(size)
+    return totals
 
 
-def plan_memory(model: dict, weights: dict, height: int, width: int, budget: int, keep_loaded: bool = False,
-                base: int = 0, max_tile: int | None = None, text_length: int = 300) -> MemoryPlan:
-    """Choose residency and decoder tile for a `height` x `width` px run within `budget` bytes.
-
-    `weights`: stage -> bytes of its graph/engine; `base`: memory in use before any stage loads
-    (the Python process on CPU, the CUDA context on GPU); `max_tile`: the largest decoder input
-    the engine's profile allows (latent positions), None when any size runs.
-    """
-    factor = int(model["vae_scale_factor"])
-    latent_h, latent_w = height // factor, width // factor
-    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in weights.items()}
+def _stage_needs(model, sizes: StageSizes, height: int, width: int, base: int, text_length: int):
+    """(need per stage at this size, decoder need as a function of the tile)."""
+    factor = model.vae_scale_factor
+    if sizes.engines:
+        need = {stage: base + b for stage, b in stage_totals(sizes.bytes).items()}
+        return need, lambda tile: need["vae_decoder"]
+    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in stage_totals(sizes.bytes).items()}
     need["text_encoder"] += activation_bytes("text_encoder", model, height, width, text_length)
     need["transformer"] += activation_bytes("transformer", model, height, width)
     decoder_base = need["vae_decoder"]
+    latent_h, latent_w = height // factor, width // factor
 
     def decoder_need(tile: int | None) -> int:
         th, tw = (latent_h, latent_w) if tile is None else (min(tile, latent_h), min(tile, latent_w))
         return decoder_base + activation_bytes("vae_decoder", model, th * factor, tw * factor)
 
-    fits_whole = max_tile is None or (latent_h <= max_tile and latent_w <= max_tile)
-    candidates = ([None] if fits_whole else []) + [t for t in TILE_CHOICES
-                                                   if t < max(latent_h, latent_w) and (max_tile is None or t <= max_tile)]
-    if max_tile is not None and max_tile not in TILE_CHOICES and max_tile < max(latent_h, latent_w):
-        candidates.insert(0 if not fits_whole else 1, max_tile)
+    return need, decoder_need
+
+
+def _over_budget(stage: str, need: int, budget: int, engines: bool, where: str) -> str:
+    if engines:  # an engine's need is fixed by its profile, not by the image size
+        return (f"--max-memory {format_bytes(budget)} is below what the {stage} engine needs (about {format_bytes(need)}: "
+                "engine, working memory for its largest profile shape, I/O buffers); raise --max-memory, or rebuild "
+                "the engines with a smaller --max-size/--decoder-tile or a lower precision")
+    return (f"--max-memory {format_bytes(budget)} is below what the {stage} needs{where} (about {format_bytes(need)}); "
+            + ("raise --max-memory to at least that" if stage == "decoder" else
+               "raise --max-memory or choose a smaller size or lower precision"))
+
+
+def tile_candidates(latent_h: int, latent_w: int, max_tile: int | None, min_tile: int | None) -> list:
+    """Decoder tilings the profile allows, largest first (None: in one piece)."""
+    longest = max(latent_h, latent_w)
+    fits_whole = max_tile is None or longest <= max_tile
+    tiles = [t for t in TILE_CHOICES if t < longest and (max_tile is None or t <= max_tile)]
+    if max_tile is not None and max_tile < longest and max_tile not in tiles:
+        tiles.insert(0, max_tile)
+    tiles = [t for t in tiles if min_tile is None or t >= min_tile]
+    return ([None] if fits_whole else []) + tiles
+
+
+def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool | None = False,
+                base: int = 0, max_tile: int | None = None, text_length: int = 300) -> MemoryPlan:
+    """Choose residency and decoder tile for a `height` x `width` px run within `budget` bytes.
+
+    `weights`: stage -> bytes of its graph (or a backend's `StageSizes`); `base`: memory in use
+    before any stage loads (the Python process on CPU, the CUDA context on GPU); `max_tile`: the
+    largest decoder input the engine's profile allows (latent positions), None when any size runs.
+    `keep_loaded`: True keeps every stage loaded when they fit (a note when not), False releases
+    each stage after it runs (the lowest peak: one image, nothing to reuse), None keeps them when
+    they fit. Raises UserError, before any work, when no plan fits the budget or the engine profile.
+    """
+    sizes = weights if isinstance(weights, StageSizes) else StageSizes(dict(weights))
+    factor = model.vae_scale_factor
+    latent_h, latent_w = height // factor, width // factor
+    need, decoder_need = _stage_needs(model, sizes, height, width, base, text_length)
+    candidates = tile_candidates(latent_h, latent_w, max_tile, sizes.min_tile)
+    if not candidates:
+        raise UserError(
+            f"no decoder tile fits {width}x{height} within the decoder engine's profile "
+            f"({sizes.min_tile * factor}..{max_tile * factor} px); rebuild the engines with a --decoder-tile that "
+            "suits this size, or choose another size"
+        )
     other_peak = max(need["text_encoder"], need["transformer"])
     if other_peak > budget:
         stage = max(("text_encoder", "transformer"), key=need.get)
-        raise UserError(
-            f"--max-memory {format_bytes(budget)} is below what the {stage} needs at {width}x{height} "
-            f"(about {format_bytes(need[stage])}); raise --max-memory or choose a smaller size or lower precision"
-        )
+        raise UserError(_over_budget(stage, need[stage], budget, sizes.engines, f" at {width}x{height}"))
     tile = next((t for t in candidates if decoder_need(t) <= budget), "none")
     if tile == "none":
-        smallest = decoder_need(candidates[-1]) if candidates else decoder_need(None)
-        raise UserError(
-            f"--max-memory {format_bytes(budget)} is below what the decoder needs even with the smallest tile "
-            f"(about {format_bytes(smallest)}); raise --max-memory to at least that"
-        )
+        where = "" if sizes.engines else " even with the smallest tile"
+        raise UserError(_over_budget("decoder", decoder_need(candidates[-1]), budget, sizes.engines, where))
     need["vae_decoder"] = decoder_need(tile)
     plan = MemoryPlan(budget, False, tile, need, base)
+    fits = plan.resident_peak <= budget
+    if keep_loaded is None or sizes.engines:
+        # Default: keep every stage loaded across images when they all fit (session creation
+        # costs more than a small image's inference), release stage by stage otherwise. Engines
+        # always follow this rule: reloading one recompiles its kernels.
+        plan.keep_loaded = fits
+    elif keep_loaded:
+        plan.keep_loaded = fits
+        if not fits:
+            plan.notes.append(f"--keep-loaded ignored: all stages together need about "
+                              f"{format_bytes(plan.resident_peak)}, over the {format_bytes(budget)} budget")
+    return plan
     if keep_loaded:
-        plan.keep_loaded = True
-        resident = plan.peak
-        if resident > budget:
-            plan.keep_loaded = False
+        plan.keep_loaded = plan.resident_peak <= budget
+        resident = plan.resident_peak
+        if not plan.keep_loaded:
             plan.notes.append(f"--keep-loaded ignored: all stages together need about {format_bytes(resident)}, "
                               f"over the {format_bytes(budget)} budget")
     return plan

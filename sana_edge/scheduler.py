@@ -34,8 +34,8 @@ class FlowDPMSolverConfig:
     num_train_timesteps: int = 1000
     solver_order: int = 2
     solver_type: str = "midpoint"
-    lower_order_final: bool = True
-    euler_at_final: bool = False
+    # lower_order_final / euler_at_final are not fields: with final_sigmas_type "zero" (required
+    # above) diffusers takes the last step at first order whatever they say, and so does step().
 
     @classmethod
     def from_diffusers(cls, config: dict) -> "FlowDPMSolverConfig":
@@ -58,8 +58,6 @@ class FlowDPMSolverConfig:
             num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
             solver_order=order,
             solver_type=solver_type,
-            lower_order_final=bool(config.get("lower_order_final", True)),
-            euler_at_final=bool(config.get("euler_at_final", False)),
         )
 
     def to_dict(self) -> dict:

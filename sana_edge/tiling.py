@@ -46,11 +46,6 @@ def _axis_weights(starts: list[int], index: int, tile: int, factor: int) -> np.n
     return weights
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """(row start, column start) of every tile, in latent units."""
-    return [(y, x) for y in tile_starts(height, tile, overlap) for x in tile_starts(width, tile, overlap)]
-
-
 def decode_tiled(
     decode: Callable[[np.ndarray], np.ndarray], latent: np.ndarray, tile: int, factor: int,
     overlap: int | None = None, on_tile: Callable[[int, int], None] | None = None,
@@ -79,31 +74,3 @@ def decode_tiled(
                 on_tile(done, len(rows) * len(cols))
     out /= total
     return out
-
-
-def seam_ratio(image: np.ndarray, seams_y: list[int], seams_x: list[int], band: int = 2) -> float:
-    """Mean gradient energy on the tile seams over the mean elsewhere (about 1 when invisible).
-
-    `image` is (3, H, W) or (H, W, 3); seams are pixel rows/columns where a tile edge fell (the
-    blend makes the transition gradual, so the worst place for a step is the overlap's edges)."""
-    array = np.asarray(image, np.float64)
-    if array.shape[0] == 3:
-        array = np.moveaxis(array, 0, -1)
-    gy = np.abs(np.diff(array, axis=0)).sum(-1)  # (H-1, W): step between row r and r+1
-    gx = np.abs(np.diff(array, axis=1)).sum(-1)  # (H, W-1)
-    on_y = np.zeros(gy.shape[0], bool)
-    on_x = np.zeros(gx.shape[1], bool)
-    for row in seams_y:
-        on_y[max(0, row - band): row + band] = True
-    for col in seams_x:
-        on_x[max(0, col - band): col + band] = True
-    seam = np.concatenate([gy[on_y].ravel(), gx[:, on_x].ravel()])
-    rest = np.concatenate([gy[~on_y].ravel(), gx[:, ~on_x].ravel()])
-    return float(seam.mean() / max(rest.mean(), 1e-12))
-
-
-def seam_positions(length: int, tile: int, overlap: int, factor: int) -> list[int]:
-    """Pixel positions of every tile edge inside the image (where a seam would show)."""
-    starts = tile_starts(length, tile, overlap)
-    edges = {s * factor for s in starts[1:]} | {(s + tile) * factor for s in starts[:-1]}
-    return sorted(edges)

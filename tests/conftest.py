@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+
+def pytest_configure(config):
+    # The suite's caches (digests, optimized graphs, engines, the built-in export) go to a fresh
+    # folder, never the user's ~/.cache/sana-edge; subprocesses inherit it.
+    os.environ["SANA_EDGE_CACHE"] = tempfile.mkdtemp(prefix="sana-edge-test-cache-")
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +27,15 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("export") / "tiny-fp32"
     return export_checkpoint(ExportOptions(str(tiny_checkpoint), out), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_single_export(tiny_checkpoint, tmp_path_factory):
+    """The same checkpoint with the transformer as one graph (optimum-onnx's layout, older exports)."""
+    from sana_edge.export.exporter import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("single") / "tiny-single"
+    return export_checkpoint(ExportOptions(str(tiny_checkpoint), out, split_transformer=False), log=lambda _: None)
 
 
 @pytest.fixture(scope="session")

@@ -7,19 +7,19 @@ import json
 
 import pytest
 
-BACKENDS = ["torch-fp32", "ort-fp32", "ort-int8", "ort-int4"]
+BACKENDS = ["torch-fp32", "ort-fp32", "ort-int8", "ort-int4", "ov-fp32", "ov-int8", "ov-int4"]
 
 
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_quick_benchmark_writes_json_markdown_and_plot(tmp_path):
     from benchmarks.latency import main
 
     out = tmp_path / "results"
-    result = main(["--quick", "--out", str(out), "--cache", str(tmp_path / "cache")])
+    result = main(["--quick", "--backends", ",".join(BACKENDS), "--out", str(out), "--cache", str(tmp_path / "cache")])
 
     stem = result["machine"]["tag"]
     assert stem.endswith("-tiny-quick")
@@ -45,7 +45,14 @@ def test_quick_benchmark_writes_json_markdown_and_plot(tmp_path):
             assert _positive(entry[key]), (key, entry)
         assert entry["output_finite"] is True
     shared = {(e["backend"], e["stage"]): e["shared_with"] for e in data["measurements"] if e["shared_with"]}
-    assert shared == {("ort-int8", "decode"): "ort-fp32", ("ort-int4", "decode"): "ort-fp32"}
+    assert shared == {("ort-int8", "decode"): "ort-fp32", ("ort-int4", "decode"): "ort-fp32",
+                      ("ov-int8", "decode"): "ov-fp32", ("ov-int4", "decode"): "ov-fp32",
+                      ("ov-int4", "text_encoder"): "ov-int8"}  # the openvino recipe's 8-bit text encoder
+    assert data["machine"]["isa"] and all(entry["load_avg"] for entry in data["measurements"])
+    precisions = {(e["backend"], e["stage"]): e["runtime_precisions"] for e in data["measurements"] if e.get("runtime_precisions")}
+    assert set(precisions[("ov-fp32", "step")]) <= {"FullyConnected f32", "MatMul f32", "Convolution f32"}
+    assert any(k.endswith((" u8", " i8")) for k in precisions[("ov-int8", "step")])  # NNCF int8 runs as int8
+    assert any(k.endswith(" i4") for k in precisions[("ov-int4", "step")])
 
     rows = data["summary"]["512"]
     assert set(rows) == set(BACKENDS)

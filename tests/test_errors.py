@@ -82,8 +82,8 @@ def _run_model(capsys, model, tmp_path, *extra):
 
 
 def test_run_export_missing_a_file(capsys, export_copy, tmp_path):
-    (export_copy / "transformer.onnx").unlink()
-    _assert_one_line_error(*_run_model(capsys, export_copy, tmp_path), "missing transformer.onnx")
+    (export_copy / "transformer_step.onnx").unlink()
+    _assert_one_line_error(*_run_model(capsys, export_copy, tmp_path), "missing transformer_step.onnx")
 
 
 def test_run_export_with_modified_file(capsys, export_copy, tmp_path):
@@ -155,3 +155,22 @@ def test_doctor_reports_versions_and_providers(capsys):
     out = capsys.readouterr().out
     assert "onnxruntime providers: " in out and "CPUExecutionProvider" in out
     assert "torch" in out and "tensorrt" in out
+
+
+def test_graph_that_does_not_match_its_declaration(capsys, export_copy, tmp_path):
+    """A graph whose input names differ from sana_edge.components: one line naming both sides."""
+    import onnx
+
+    from sana_edge.manifest import sha256_file
+
+    path = export_copy / "vae_decoder.onnx"
+    model = onnx.load(str(path))
+    old = model.graph.input[0].name
+    model.graph.input[0].name = "latent_sample"  # optimum's name for it
+    for node in model.graph.node:
+        node.input[:] = ["latent_sample" if name == old else name for name in node.input]
+    onnx.save(model, str(path))
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    manifest["components"]["vae_decoder"]["sha256"] = sha256_file(path)
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    _assert_one_line_error(*_run_model(capsys, export_copy, tmp_path), "latent_sample", "declaration says latent")

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from sana_edge import SanaEdgePipeline
-from sana_edge.components import COMPONENTS, TRANSFORMER
+from sana_edge.components import COMPONENTS, SPLIT_GRAPH, TRANSFORMER_STEP
 from sana_edge.export import onnx_export
 from sana_edge.export.exporter import ExportOptions, export_checkpoint
 from sana_edge.manifest import load_manifest, sha256_file
@@ -18,7 +18,7 @@ from sana_edge.manifest import load_manifest, sha256_file
 def test_manifest_records_validation_and_model_values(tiny_export):
     manifest = json.loads((tiny_export / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and manifest["precision"] == "fp32"
-    assert set(manifest["components"]) == set(COMPONENTS)
+    assert set(manifest["components"]) == set(SPLIT_GRAPH)
     for name, entry in manifest["components"].items():
         shapes = {json.dumps(v["shape"], sort_keys=True) for v in entry["validation"]}
         assert len(shapes) >= 2, name
@@ -32,7 +32,7 @@ def test_manifest_records_validation_and_model_values(tiny_export):
     assert {"torch", "diffusers", "onnx", "onnxruntime"} <= set(manifest["tool_versions"])
 
 
-@pytest.mark.parametrize("name", ["transformer", "vae_decoder"])
+@pytest.mark.parametrize("name", ["transformer_step", "vae_decoder"])
 def test_linear_attention_eps_survives_export(tiny_export, name):
     model = onnx.load(str(tiny_export / f"{name}.onnx"))
     assert onnx_export.count_eps(model) >= 1
@@ -53,7 +53,7 @@ def _graph_with(tensor):
 
 
 def test_graph_axes_are_dynamic_as_declared(tiny_export):
-    for spec in COMPONENTS.values():
+    for spec in (COMPONENTS[name] for name in SPLIT_GRAPH):
         graph = onnx.load(str(tiny_export / spec.file)).graph
         inputs = {i.name: i for i in graph.input}
         assert list(inputs) == spec.input_names
@@ -82,7 +82,7 @@ def test_fp16_export_validates_and_runs(tiny_checkpoint, tiny_export, tmp_path):
         assert all(v["cosine"] >= 0.999 for v in entry["validation"]), name
         weights = [t for t in onnx.load(str(out / entry["file"])).graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
         assert weights, f"{name} has no fp16 weights"
-    assert onnx_export.count_eps(onnx.load(str(out / "transformer.onnx"))) >= 1
+    assert onnx_export.count_eps(onnx.load(str(out / "transformer_step.onnx"))) >= 1
     latents = np.random.default_rng(0).standard_normal((1, 32, 4, 4)).astype(np.float32)
     fp16 = np.asarray(SanaEdgePipeline.from_export(out)("a fox", height=128, width=128, steps=4, latents=latents)).astype(int)
     fp32 = np.asarray(SanaEdgePipeline.from_export(tiny_export)("a fox", height=128, width=128, steps=4, latents=latents)).astype(int)
@@ -93,9 +93,11 @@ def test_large_graphs_use_one_external_data_file(tiny_checkpoint, tmp_path, monk
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 10_000)
     out = export_checkpoint(ExportOptions(str(tiny_checkpoint), tmp_path / "ext"), log=lambda _: None)
     manifest = load_manifest(out)
-    for name, entry in manifest.components.items():
-        assert list(entry["external_data"]) == [f"{name}.onnx.data"]
-    assert sorted(p.name for p in out.glob("*.data")) == sorted(f"{n}.onnx.data" for n in COMPONENTS)
+    with_data = {name for name, entry in manifest.components.items() if entry.get("external_data")}
+    assert {"text_encoder", "transformer_step", "vae_decoder"} <= with_data  # the small caption graph may not be
+    for name in with_data:
+        assert list(manifest.components[name]["external_data"]) == [f"{name}.onnx.data"]
+    assert sorted(p.name for p in out.glob("*.data")) == sorted(f"{n}.onnx.data" for n in with_data)
     image = SanaEdgePipeline.from_export(out)("a fox", height=64, width=64, steps=2, seed=0)
     assert image.size == (64, 64)
 
@@ -103,7 +105,7 @@ def test_large_graphs_use_one_external_data_file(tiny_checkpoint, tmp_path, monk
 def test_validation_failure_aborts_and_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch):
     from sana_edge.export.validate import ExportValidationError
 
-    monkeypatch.setitem(TRANSFORMER.min_cosine, "fp32", 1.5)  # unreachable
+    monkeypatch.setitem(TRANSFORMER_STEP.min_cosine, "fp32", 1.5)  # unreachable
     out = tmp_path / "failed"
     with pytest.raises(ExportValidationError, match="transformer"):
         export_checkpoint(ExportOptions(str(tiny_checkpoint), out), log=lambda _: None)

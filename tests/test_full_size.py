@@ -28,7 +28,7 @@ def test_sana_600m_transformer_exports_with_external_data(tmp_path):
     from diffusers import SanaTransformer2DModel
 
     from sana_edge.export import configs
-    from sana_edge.export.onnx_export import torch_module
+    from sana_edge.export.wrappers import torch_module
 
     torch.manual_seed(0)
     transformer = SanaTransformer2DModel(**configs.SANA_600M_TRANSFORMER).eval()
@@ -43,7 +43,7 @@ def test_dcae_f32c32_decoder_exports(tmp_path):
     from diffusers import AutoencoderDC
 
     from sana_edge.export import configs
-    from sana_edge.export.onnx_export import torch_module
+    from sana_edge.export.wrappers import torch_module
 
     torch.manual_seed(0)
     vae = AutoencoderDC(**configs.DCAE_F32C32).eval()

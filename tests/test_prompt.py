@@ -13,7 +13,7 @@ from sana_edge.prompt import PromptTokenizer
 def runtime_tokenizer(tiny_export):
     manifest = load_manifest(tiny_export)
     model = manifest.model
-    return PromptTokenizer(manifest.tokenizer_path, model["complex_human_instruction"], model["max_sequence_length"])
+    return PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction, model.max_sequence_length)
 
 
 def _reference(pipe, prompt, chi):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from sana_edge.memory import PeakMemory
-from sana_edge.tiling import decode_tiled, default_overlap, seam_positions, seam_ratio, tile_grid, tile_starts
+from inspect_helpers import seam_positions, seam_ratio, tile_grid
+from sana_edge.tiling import decode_tiled, default_overlap, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(32, 8, 1), (33, 8, 2), (16, 16, 2), (5, 8, 1), (100, 12, 3)])

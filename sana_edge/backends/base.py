@@ -20,13 +20,16 @@ class Session(Protocol):
 
 class Backend(Protocol):
     name: str
+    memory_kind: str  # "RSS" (measured by the kernel per stage) or "GPU memory" (sampled)
 
     def load_component(self, manifest, name: str, low_memory: bool = False) -> Session: ...
 
     def describe(self) -> str: ...
 
     # The memory planner's questions (sana_edge.planner).
-    def stage_bytes(self, manifest) -> dict[str, int]: ...  # component -> bytes its session holds
+    # component -> bytes its session holds (planner estimates activations on top), or a
+    # planner.StageSizes (TensorRT: whole-stage sizes fixed by the engine profile)
+    def stage_bytes(self, manifest): ...
 
     def memory_in_use(self) -> int: ...  # RSS on CPU, used device memory on GPU
 

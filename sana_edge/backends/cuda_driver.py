@@ -2,6 +2,10 @@
 through ctypes: device memory, async copies, a stream, and CUDA graph capture. It keeps the
 TensorRT backend free of torch, cupy and cuda-python. TensorRT uses the runtime API, which
 works in the device's primary context; this layer makes that same context current.
+
+A CUDA context is current per thread: every entry point that may run on another thread than
+the one that created the Device (the peak-memory sampler, a server's worker) makes it current
+first (`Device.make_current`), or the driver answers CUDA_ERROR_INVALID_CONTEXT.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import numpy as np
 from ..errors import UserError
 
 _lib = None
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+CU_STREAM_NON_BLOCKING = 1
+CU_STREAM_CAPTURE_MODE_RELAXED = 2
 
 
 def _driver():
@@ -21,18 +29,20 @@ def _driver():
     if _lib is None:
         name = ctypes.util.find_library("cuda") or "libcuda.so.1"
         try:
-            _lib = ctypes.CDLL(name)
+            lib = ctypes.CDLL(name)
         except OSError:
             raise UserError("no NVIDIA driver found (libcuda); use the onnxruntime backend on this machine") from None
-        _check(_lib.cuInit(0), "cuInit")
+        _check(lib.cuInit(0), "cuInit", lib)  # a driver that cannot initialise is not kept
+        _lib = lib
     return _lib
 
 
-def _check(code: int, what: str) -> None:
+def _check(code: int, what: str, lib=None) -> None:
     if code != 0:
         text = ctypes.c_char_p()
-        if _lib is not None:
-            _lib.cuGetErrorString(code, ctypes.byref(text))
+        lib = lib or _lib
+        if lib is not None:
+            lib.cuGetErrorString(code, ctypes.byref(text))
         raise RuntimeError(f"CUDA {what} failed: error {code} {text.value.decode() if text.value else ''}".strip())
 
 
@@ -45,6 +55,18 @@ def gpu_available() -> bool:
     return lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
+def driver_version() -> tuple[int, int] | None:
+    """The newest CUDA version the installed driver supports, e.g. (12, 4); None without a driver."""
+    try:
+        lib = _driver()
+    except (UserError, RuntimeError):
+        return None
+    version = ctypes.c_int()
+    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value // 1000, (version.value % 1000) // 10
+
+
 class Device:
     """The primary context of one GPU, made current on this thread."""
 
@@ -54,14 +76,20 @@ class Device:
         _check(lib.cuDeviceGet(ctypes.byref(self.handle), ordinal), "cuDeviceGet")
         self.context = ctypes.c_void_p()
         _check(lib.cuDevicePrimaryCtxRetain(ctypes.byref(self.context), self.handle), "cuDevicePrimaryCtxRetain")
-        _check(lib.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+        self.make_current()
+
+    def make_current(self) -> None:
+        """Make this device's context current on the calling thread (a cheap driver call)."""
+        _check(_driver().cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
 
     @property
     def compute_capability(self) -> str:
         major, minor = ctypes.c_int(), ctypes.c_int()
         lib = _driver()
-        _check(lib.cuDeviceGetAttribute(ctypes.byref(major), 75, self.handle), "cuDeviceGetAttribute")  # CC major
-        _check(lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, self.handle), "cuDeviceGetAttribute")  # CC minor
+        _check(lib.cuDeviceGetAttribute(ctypes.byref(major), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, self.handle),
+               "cuDeviceGetAttribute")
+        _check(lib.cuDeviceGetAttribute(ctypes.byref(minor), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, self.handle),
+               "cuDeviceGetAttribute")
         return f"{major.value}.{minor.value}"
 
     @property
@@ -71,7 +99,8 @@ class Device:
         return buffer.value.decode()
 
     def memory(self) -> tuple[int, int]:
-        """(free, total) bytes of device memory."""
+        """(free, total) bytes of device memory; callable from any thread."""
+        self.make_current()
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
         _check(_driver().cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
         return free.value, total.value
@@ -85,7 +114,8 @@ class DeviceBuffer:
 
     def upload(self, array: np.ndarray, stream: "Stream") -> None:
         array = np.ascontiguousarray(array)
-        assert array.nbytes <= self.nbytes, (array.nbytes, self.nbytes)
+        if array.nbytes > self.nbytes:
+            raise ValueError(f"{array.nbytes} bytes do not fit a {self.nbytes}-byte device buffer")
         _check(_driver().cuMemcpyHtoDAsync_v2(self.ptr, array.ctypes.data_as(ctypes.c_void_p),
                                               ctypes.c_size_t(array.nbytes), stream.handle), "cuMemcpyHtoDAsync")
 
@@ -102,7 +132,7 @@ class DeviceBuffer:
 class Stream:
     def __init__(self):
         self.handle = ctypes.c_void_p()
-        _check(_driver().cuStreamCreate(ctypes.byref(self.handle), 1), "cuStreamCreate")  # non-blocking
+        _check(_driver().cuStreamCreate(ctypes.byref(self.handle), CU_STREAM_NON_BLOCKING), "cuStreamCreate")
 
     def synchronize(self) -> None:
         _check(_driver().cuStreamSynchronize(self.handle), "cuStreamSynchronize")
@@ -118,7 +148,7 @@ class CudaGraph:
 
     def __init__(self, stream: Stream, enqueue):
         lib = _driver()
-        _check(lib.cuStreamBeginCapture_v2(stream.handle, 2), "cuStreamBeginCapture")  # relaxed mode
+        _check(lib.cuStreamBeginCapture_v2(stream.handle, CU_STREAM_CAPTURE_MODE_RELAXED), "cuStreamBeginCapture")
         try:
             enqueue()
         finally:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ..memory import current_rss
-
-
-def available_ram() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+from ..errors import UserError
+from ..memory import available_ram, current_rss
 
 
 def available_providers() -> list[str]:
@@ -34,7 +24,10 @@ def default_providers() -> list[str]:
 
 
 class OrtSession:
-    def __init__(self, path: Path, providers: list[str], threads: int | None = None, memory_arena: bool = True):
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None, memory_arena: bool = True,
+                 graph_sha256: str | None = None):
+        """`graph_sha256` (the verified digest of `path`) lets the session come from the cache of
+        optimized graphs (sana_edge.backends.ort_cache); None always optimizes from scratch."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -42,7 +35,17 @@ class OrtSession:
         options.enable_cpu_mem_arena = self.memory_arena = memory_arena
         if threads:
             options.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:
+            if graph_sha256 and os.environ.get("SANA_EDGE_ORT_CACHE", "1") != "0":
+                from .ort_cache import create_session
+
+                self._session = create_session(Path(path), graph_sha256, options, providers)
+            else:
+                self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+            reason = " ".join(str(exc).split())[:160]
+            raise UserError(f"onnxruntime cannot load {path} ({type(exc).__name__}: {reason}); the file is damaged or "
+                            "not a sana-edge graph: re-export with `sana-edge export CHECKPOINT -o DIR`") from None
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.providers = self._session.get_providers()
@@ -55,24 +58,9 @@ class OrtSession:
         self._session = None
 
 
-class OnnxRuntimeBackend:
-    name = "onnxruntime"
-
-    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
-        self.providers = providers or default_providers()
-        self.threads = threads
-
-    def load(self, path: Path, memory_arena: bool = True) -> OrtSession:
-        return OrtSession(path, self.providers, self.threads, memory_arena)
-
-    def load_component(self, manifest, name: str, low_memory: bool = False) -> OrtSession:
-        # low_memory (the planner tiles the decode: the budget binds): no CPU arena. The arena
-        # grows in powers of two and keeps what it grew, which put a 4096 px decode in 1536 px
-        # tiles at 15.2 GiB peak against a 12 GiB plan; without it 6.4 GiB, but a 1536 px decode
-        # took 87.5 s instead of 56.5 s (benchmarks/results/memory.md), so unbound runs keep it.
-        return self.load(manifest.component_path(name), memory_arena=not low_memory)
-
-    # -- what the memory planner asks (sana_edge.planner) --------------------------------------
+class HostMemoryPlanning:
+    """The memory planner's answers for a backend whose sessions live in this process's memory
+    (ONNX Runtime CPU, OpenVINO): stage sizes from the manifest, RSS, available RAM."""
 
     def stage_bytes(self, manifest) -> dict:
         return {name: int(entry["bytes"]) for name, entry in manifest.components.items()}
@@ -85,10 +73,37 @@ class OnnxRuntimeBackend:
         return available_ram() + current_rss()
 
     def max_decoder_tile(self, manifest) -> int | None:
-        return None  # ONNX Runtime runs any decoder input size
+        return None  # any decoder input size
 
     def check_size(self, manifest, height: int, width: int) -> None:
         return None
+
+
+class OnnxRuntimeBackend(HostMemoryPlanning):
+    name = "onnxruntime"
+    memory_kind = "RSS"  # what the planner and `run` report per stage
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
+        self.providers = providers or default_providers()
+        self.threads = threads
+
+    def load(self, path: Path, memory_arena: bool = True, graph_sha256: str | None = None) -> OrtSession:
+        return OrtSession(path, self.providers, self.threads, memory_arena, graph_sha256)
+
+    def load_component(self, manifest, name: str, low_memory: bool = False) -> OrtSession:
+        # low_memory (the planner tiles the decode: the budget binds): no CPU arena. The arena
+        # grows in powers of two and keeps what it grew, which put a 4096 px decode in 1536 px
+        # tiles at 15.2 GiB peak against a 12 GiB plan; without it 6.4 GiB, but a 1536 px decode
+        # took 87.5 s instead of 56.5 s (benchmarks/results/memory.md), so unbound runs keep it.
+        from ..components import COMPONENTS
+
+        path = manifest.component_path(name)
+        # Only a verified export may use cached optimized graphs: the cache is keyed by the
+        # manifest's sha256, which must be the file's.
+        digest = manifest.components[name]["sha256"] if getattr(manifest, "verified", False) else None
+        session = self.load(path, memory_arena=not low_memory, graph_sha256=digest)
+        COMPONENTS[name].check_io_names(session.input_names, session.output_names, str(path))
+        return session
 
     def describe(self) -> str:
         import onnxruntime as ort

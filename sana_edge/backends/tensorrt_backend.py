@@ -1,20 +1,27 @@
 """TensorRT backend: engines from the export's `engines/` folder, run on one CUDA stream.
 
-Same feed-dict contract as ONNX Runtime (sana_edge.backends.base). Buffers are allocated once
-for the engine profile's largest shapes; a run whose shapes repeat the previous run's (every
-denoising step after the first) replays a captured CUDA graph instead of re-enqueuing kernels.
+Same feed-dict contract as ONNX Runtime (sana_edge.backends.base). Before an engine is loaded,
+its header is checked against this GPU and driver (trt_checks), so an unsupported GPU gets the
+fix instead of a failed load. Each execution context gets its working memory from us
+(`device_memory_size_v2` bytes, allocated once: engines are built with REQUIRE_USER_ALLOCATION)
+and I/O buffers for the profile's largest shapes, so addresses never move and CUDA graphs stay
+valid (trt_graphs). TensorRT-RTX's just-in-time kernels persist in a runtime cache file.
 No torch: device memory and copies go through sana_edge.backends.cuda_driver.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..errors import UserError
+from ..planner import StageSizes
 from . import cuda_driver
-from .trt_flavor import check_engine_record, import_tensorrt
+from .trt_caches import DeviceMemoryRecord, RuntimeCacheFile, runtime_cache_path
+from .trt_checks import REBUILD, check_engines, driver_problem
+from .trt_flavor import import_tensorrt, shared_runtime
+from .trt_graphs import GraphCache, resolve_mode
+
+CAPTURE_FLAG = "REQUIRE_USER_ALLOCATION"  # RTX engines captured by hand must be built with it
 
 
 def check_profile(component: str, profile: dict, feeds: dict) -> None:
@@ -44,25 +51,21 @@ def check_engine_size(manifest, height: int, width: int) -> None:
 
 
 class TrtSession:
-    def __init__(self, flavor, device, engine_path: Path, record: dict, component: str, cuda_graphs: bool = True):
-        trt = flavor.trt
-        check_engine_record(record, flavor.name, flavor.version, device.compute_capability, component)
-        self.component, self.profile = component, record["profile"]
-        self._logger = trt.Logger(trt.Logger.ERROR)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise UserError(
-                f"{engine_path} could not be loaded by {flavor.name} {flavor.version} (truncated, or built for another "
-                "GPU or TensorRT); rebuild with `sana-edge export CHECKPOINT -o OUT --backend tensorrt`"
-            )
-        self.context = self.engine.create_execution_context()
+    def __init__(self, backend: "TensorRTBackend", engine, record: dict, component: str):
+        trt = backend.flavor.trt
+        self.device, self.component, self.profile = backend.device, component, record["profile"]
+        self._runtime_cache = backend.runtime_cache
+        self.engine = engine
+        self.working_memory = cuda_driver.DeviceBuffer(engine.device_memory_size_v2)
+        self.runtime_config = None
+        self.context = self._create_context(backend)
+        self.context.set_device_memory(self.working_memory.ptr.value, self.working_memory.nbytes)
         self.stream = cuda_driver.Stream()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
-        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         # Largest shapes: set every input to its profile max, read the outputs' shapes back.
         for name in self.input_names:
             self.context.set_input_shape(name, self.profile[name][2])
@@ -71,23 +74,38 @@ class TrtSession:
         self.buffers = {n: cuda_driver.DeviceBuffer(int(np.prod(s)) * self.dtypes[n].itemsize) for n, s in max_shapes.items()}
         for name, buffer in self.buffers.items():
             self.context.set_tensor_address(name, buffer.ptr.value)
-        self._graphs: dict = {}
-        self.cuda_graphs = cuda_graphs
+        hand_capture = backend.graphs == "manual" and (not backend.flavor.is_rtx or CAPTURE_FLAG in record.get("builder_flags", ()))
+        self.graphs = GraphCache(self._capture, self._capturable) if hand_capture else None
+
+    def _create_context(self, backend):
+        """An execution context on our working memory, with TensorRT-RTX's runtime settings."""
+        trt, engine = backend.flavor.trt, self.engine
+        user_managed = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        if not hasattr(engine, "create_runtime_config"):  # full TensorRT before runtime configs
+            return engine.create_execution_context(user_managed)
+        config = engine.create_runtime_config()
+        config.set_execution_context_allocation_strategy(user_managed)
+        if backend.flavor.is_rtx:
+            backend.runtime_cache.attach(config)
+            builtin = backend.graphs == "builtin"
+            config.cuda_graph_strategy = getattr(trt.CudaGraphStrategy, "WHOLE_GRAPH_CAPTURE" if builtin else "DISABLED")
+            if backend.graphs == "manual":  # the warm-up run must already use the kernels that get captured
+                config.dynamic_shapes_kernel_specialization_strategy = trt.DynamicShapesKernelSpecializationStrategy.EAGER
+        self.runtime_config = config  # outlives the context
+        return engine.create_execution_context(config)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_profile(self.component, self.profile, feeds)
+        self.device.make_current()  # the caller may be another thread than the one that loaded us
         signature = tuple(tuple(np.shape(feeds[n])) for n in self.input_names)
         for name in self.input_names:
             array = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
             self.context.set_input_shape(name, array.shape)
             self.buffers[name].upload(array, self.stream)
-        graph = self._graphs.get(signature)
-        if graph is not None:
-            graph.launch()
-        else:
+        if self.graphs is None:
             self._enqueue()
-            if self.cuda_graphs and signature not in self._graphs:
-                self._graphs[signature] = self._capture()  # the first run warmed up the kernels
+        else:
+            self.graphs.run(signature, self._enqueue)
         outputs = {}
         for name in self.output_names:
             out = np.empty(tuple(self.context.get_tensor_shape(name)), self.dtypes[name])
@@ -100,46 +118,79 @@ class TrtSession:
         if not self.context.execute_async_v3(self.stream.handle.value):
             raise RuntimeError(f"TensorRT failed to run the {self.component} engine")
 
-    def _capture(self):
+    def _capturable(self) -> bool:
+        check = getattr(self.context, "is_stream_capturable", None)  # TensorRT-RTX and recent TensorRT
+        return True if check is None else bool(check(self.stream.handle.value))
+
+    def _capture(self, enqueue):
         try:
-            return cuda_driver.CudaGraph(self.stream, self._enqueue)
+            return cuda_driver.CudaGraph(self.stream, enqueue)
         except RuntimeError:
-            return None  # not capturable (e.g. data-dependent shapes): plain enqueue from now on
+            return None  # not capturable after all: plain enqueues for this signature
 
     def close(self) -> None:
-        for graph in self._graphs.values():
-            if graph is not None:
-                graph.destroy()
-        self._graphs.clear()
-        self.context = self.engine = None
-        for buffer in self.buffers.values():
+        if self.graphs is not None:
+            self.graphs.drop()
+        self.context = self.runtime_config = self.engine = None  # the context goes before its memory
+        for buffer in (*self.buffers.values(), self.working_memory):
             buffer.free()
         self.stream.destroy()
+        self._runtime_cache.save()  # kernels compiled while this engine ran
 
 
 class TensorRTBackend:
     name = "tensorrt"
+    memory_kind = "GPU memory"
 
-    def __init__(self, flavor: str | None = None, cuda_graphs: bool = True):
+    def __init__(self, manifest=None, flavor: str | None = None, graphs: str = "auto"):
         if not cuda_driver.gpu_available():
             raise UserError("the tensorrt backend needs an NVIDIA GPU and driver; use --backend onnxruntime here")
-        self.flavor = import_tensorrt(flavor)
+        # The TensorRT that built the export's engines, not whichever is found first.
+        self.flavor = import_tensorrt(flavor or (manifest.engines.get("flavor") if manifest is not None else None))
+        problem = driver_problem(self.flavor)
+        if problem:
+            raise UserError(problem)
         self.device = cuda_driver.Device(0)
-        self.cuda_graphs = cuda_graphs
+        self.graphs = resolve_mode(graphs, self.flavor.is_rtx)
+        self.runtime_cache = RuntimeCacheFile(runtime_cache_path(self.flavor, self.device.name))
+        self.device_memory = DeviceMemoryRecord()
+        self._checked: set = set()  # export folders whose engine headers passed the validity check
 
-    def load_component(self, manifest, name: str, low_memory: bool = False) -> TrtSession:
-        # low_memory: engines preallocate their buffers; nothing to trade here.
+    def _deserialize(self, manifest, name: str):
         record = manifest.engines.get("components", {}).get(name)
         if record is None:
             raise UserError(
                 f"export '{manifest.root}' has no TensorRT engines; rebuild it with `sana-edge export ... --backend tensorrt`"
             )
-        return TrtSession(self.flavor, self.device, manifest.root / record["file"], record, name, self.cuda_graphs)
+        if manifest.root not in self._checked:
+            check_engines(manifest, self.flavor, self.device)
+            self._checked.add(manifest.root)
+        path = manifest.root / record["file"]
+        self.device.make_current()
+        engine = shared_runtime(self.flavor)[1].deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise UserError(f"{path} could not be loaded by {self.flavor.name} {self.flavor.version} on {self.device.name} "
+                            f"(TensorRT's message above says why); {REBUILD} on this machine")
+        self.device_memory.remember(record["sha256"], self.device.name, engine.device_memory_size_v2)
+        return engine, record
+
+    def load_component(self, manifest, name: str, low_memory: bool = False) -> TrtSession:
+        # low_memory: an engine's memory is fixed by its profile; nothing to trade here.
+        engine, record = self._deserialize(manifest, name)
+        return TrtSession(self, engine, record, name)
 
     # -- what the memory planner asks (sana_edge.planner) --------------------------------------
 
-    def stage_bytes(self, manifest) -> dict:
-        return {name: int(entry["bytes"]) for name, entry in manifest.engines["components"].items()}
+    def stage_bytes(self, manifest) -> StageSizes:
+        """Engine + working memory at the profile's largest shapes + I/O buffers, per stage."""
+        sizes = {}
+        for name, record in manifest.engines["components"].items():
+            working = self.device_memory.get(record["sha256"], self.device.name)
+            if working is None:  # first use on this GPU model: only a loaded engine can tell
+                working = int(self._deserialize(manifest, name)[0].device_memory_size_v2)
+            sizes[name] = int(record["bytes"]) + working + int(record.get("io_bytes", 0))
+        min_tile = engine_size_range(manifest)["min_size"] // manifest.model.vae_scale_factor
+        return StageSizes(sizes, engines=True, min_tile=min_tile)
 
     def memory_in_use(self) -> int:
         free, total = self.device.memory()
@@ -149,10 +200,11 @@ class TensorRTBackend:
         return self.device.memory()[1]
 
     def max_decoder_tile(self, manifest) -> int | None:
-        return engine_size_range(manifest)["decoder_tile"] // int(manifest.model["vae_scale_factor"])
+        return engine_size_range(manifest)["decoder_tile"] // manifest.model.vae_scale_factor
 
     def check_size(self, manifest, height: int, width: int) -> None:
         check_engine_size(manifest, height, width)
 
     def describe(self) -> str:
-        return f"{self.flavor.name} {self.flavor.version} on {self.device.name} (sm_{self.device.compute_capability})"
+        return (f"{self.flavor.name} {self.flavor.version} on {self.device.name} (sm_{self.device.compute_capability}), "
+                f"CUDA graphs: {self.graphs}")

@@ -10,7 +10,7 @@ import typer
 
 from ..default_model import BUILTIN_NAME, default_export_dir, is_builtin
 from ..errors import UserError
-from .app import app, require_export_extra
+from .app import app, require_export_extra, require_extra
 from .app import console as make_console
 
 
@@ -24,7 +24,7 @@ def init_tiny(
     """Write a tiny random-weight SANA checkpoint (diffusers layout) for tests and demos."""
     require_export_extra()
     from ..export.configs import PRESETS
-    from ..export.exporter import check_out_dir, staging_dir
+    from ..export.staging import check_out_dir, staging_dir
     from ..export.tiny import write_tiny_checkpoint
 
     if preset not in PRESETS:
@@ -41,10 +41,13 @@ def export(
         BUILTIN_NAME, help=f"diffusers-format SANA folder or hub id (default: the built-in {BUILTIN_NAME})."),
     out_dir: Optional[Path] = typer.Option(
         None, "-o", "--out", help="Export folder to create (default for the built-in model: where `run` looks)."),
-    precision: str = typer.Option("fp32", help="fp32, fp16, int8 (W8A8, calibrated) or int4 (weight-only)."),
+    precision: str = typer.Option(
+        "fp32", help="fp32, fp16, int8 (W8A8, calibrated), int4 (weight-only) or auto (the fastest on this CPU: "
+                     "int8 with VNNI/AMX, else fp32)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     target: Optional[str] = typer.Option(
-        None, help="int8/int4 graph flavour: ort (ONNX Runtime) or tensorrt (default: tensorrt with --backend tensorrt)."),
+        None, help="Graph flavour: ort (ONNX Runtime), tensorrt (default with --backend tensorrt) or openvino "
+        "(OpenVINO IR, int8/int4 by NNCF; needs sana-edge[nncf])."),
     calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
     calib_size: int = typer.Option(16, help="How many calibration prompts to run."),
     calib_steps: int = typer.Option(8, help="Sampling steps of each calibration trajectory (all recorded)."),
@@ -57,6 +60,12 @@ def export(
     block_size: int = typer.Option(128, help="int4/int8 weight-only block size."),
     text_encoder_bits: Optional[int] = typer.Option(
         None, help="Text encoder weight-only bits, 4 or 8 (default: 8 for int8, 4 for int4)."),
+    quantize_decoder: bool = typer.Option(
+        False, "--quantize-decoder", help="int8/int4: W8A8 on the DC-AE decoder too (calibrated on final latents; "
+                                          "see README for what it costs)."),
+    single_transformer: bool = typer.Option(
+        False, "--single-transformer", help="The transformer as one graph (the layout optimum-onnx runs) instead "
+                                            "of a caption K/V graph + a step graph (faster)."),
     backend: str = typer.Option("onnxruntime", help="onnxruntime (graphs only) or tensorrt (graphs + engines)."),
     min_size: int = typer.Option(512, help="TensorRT: smallest image side (px) the engines run."),
     opt_size: int = typer.Option(1024, help="TensorRT: image side (px) the engines are tuned for."),
@@ -70,29 +79,45 @@ def export(
         if not is_builtin(checkpoint):
             raise UserError(f"pass the export folder to create with -o DIR (e.g. -o {Path(checkpoint).name or 'sana'}-onnx)")
         out_dir = default_export_dir()
-    require_export_extra()
-    from ..export.exporter import ExportOptions, export_checkpoint
-    from ..quant.recipes import DEFAULT_KEEP_FP, QuantOptions
-
     if backend not in ("onnxruntime", "tensorrt"):
         raise UserError(f"unknown backend '{backend}'; choose onnxruntime or tensorrt")
+    if precision == "auto":
+        from ..cpu import cpu_features, fastest_precision
+
+        precision = fastest_precision()
+        make_console().print(f"precision auto: {precision} (CPU: {cpu_features().describe()})")
+    if target == "openvino":
+        if backend == "tensorrt":
+            raise UserError("--target openvino writes OpenVINO IR, which TensorRT cannot build from; drop one of them")
+        if precision in ("int8", "int4"):
+            require_extra("nncf", ("openvino", "nncf"))
+        else:
+            require_extra("openvino", ("openvino",))
+    # Light modules first: every option, the checkpoint and the output are checked before torch loads.
+    require_extra("export", ("sana_edge.export.prepare", "sana_edge.quant.configs"))
+    from ..export.prepare import ExportOptions, prepare
+    from ..quant.configs import DEFAULT_KEEP_FP, Calibration, QuantSettings
+
     engines = None
     if backend == "tensorrt":
         from ..export.engine import EngineRange
 
         engines = EngineRange(min_size, opt_size, max_size, decoder_tile, compute_capability)
-    quant = QuantOptions(
-        target=target or ("tensorrt" if backend == "tensorrt" else "ort"), calib_prompts=calib_prompts, calib_size=calib_size, calib_steps=calib_steps,
-        calib_resolution=calib_resolution, seed=calib_seed, keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP,
-        smoothquant_alpha=smoothquant_alpha, block_size=block_size, text_encoder_bits=text_encoder_bits,
+    quant = QuantSettings(
+        target=target or ("tensorrt" if backend == "tensorrt" else "ort"), block_size=block_size,
+        keep_fp=tuple(keep_fp) if keep_fp else DEFAULT_KEEP_FP, smoothquant_alpha=smoothquant_alpha,
+        text_encoder_bits=text_encoder_bits, quantize_decoder=quantize_decoder,
     )
-    quant.check()
+    calibration = Calibration(prompts=calib_prompts, size=calib_size, steps=calib_steps,
+                              resolution=calib_resolution, seed=calib_seed)
     console = make_console()
-    export_checkpoint(
-        ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
-                      engines=engines),
-        log=console.print,
-    )
+    options = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
+                            calibration=calibration, engines=engines, split_transformer=not single_transformer)
+    job = prepare(options, console.print)
+    require_export_extra()
+    from ..export.exporter import export_checkpoint
+
+    export_checkpoint(options, log=console.print, job=job)
 
 
 @app.command("train-tiny")

@@ -29,11 +29,15 @@ def run(
     negative_prompt: str = typer.Option("", help="Negative prompt."),
     latents: Optional[Path] = typer.Option(None, help=".npy file with the initial noise (1, C, H/32, W/32)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
-    backend: str = typer.Option("auto", help="auto (TensorRT when the export has engines and a GPU is here), "
-                                "onnxruntime or tensorrt."),
+    backend: str = typer.Option("auto", help="auto (OpenVINO for a --target openvino export, TensorRT when the export "
+                                "has engines and a GPU is here, else ONNX Runtime), onnxruntime, openvino or tensorrt."),
+    device: Optional[str] = typer.Option(
+        None, help="OpenVINO device: CPU, GPU, NPU or AUTO (with --backend openvino; default CPU)."),
     max_memory: Optional[str] = typer.Option(
         None, help="Memory budget, e.g. 8GB (default: what the device has); sets decoder tiling and residency."),
-    keep_loaded: bool = typer.Option(False, "--keep-loaded", help="Keep every stage loaded (when the budget allows)."),
+    keep_loaded: bool = typer.Option(
+        False, "--keep-loaded", help="Keep every stage loaded (when the budget allows); by default one image "
+                                     "releases each stage after use, for the lowest peak memory."),
 ):
     """Generate an image from a prompt with an exported model."""
     import numpy as np
@@ -63,8 +67,12 @@ def run(
             budget = parse_bytes(max_memory)
         except ValueError as exc:
             raise UserError(f"--max-memory: {exc}") from None
-    pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
-                                        keep_loaded=keep_loaded)
+    options = {"device": device} if device is not None else {}
+    with warnings.catch_warnings(record=True) as at_load:  # e.g. auto not using engines this GPU cannot run
+        warnings.simplefilter("always", UserWarning)
+        pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
+                                            keep_loaded=keep_loaded, **options)
+    _print_warnings(at_load)
     console = make_console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -77,8 +85,7 @@ def run(
             guidance_scale=guidance, seed=seed, latents=initial,
             on_step=lambda done, total, _latents: progress.update(task, completed=done),
         )
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    _print_warnings(caught)
     image = result.image
     metadata = {
         "prompt": prompt, "negative_prompt": negative_prompt, "seed": "latents-file" if initial is not None else result.seed,
@@ -95,15 +102,26 @@ def run(
     _print_memory(console, pipe, result)
 
 
+def _print_warnings(caught) -> None:
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+
+
 def _print_memory(console, pipe, result) -> None:
     from ..memory import format_bytes
 
-    kind = "RSS" if pipe.backend.name == "onnxruntime" else "GPU memory"
+    kind = pipe.backend.memory_kind
     peaks = ", ".join(f"{stage} {format_bytes(b)}" for stage, b in result.memory.items())
     console.print(f"{pipe.backend.describe()} | peak {kind}: {peaks}")
     console.print(result.plan.describe())
     for note in result.plan.notes:
         console.print(f"note: {note}")
+    if pipe.backend.name == "onnxruntime" and "CUDAExecutionProvider" not in getattr(pipe.backend, "providers", []):
+        from ..cpu import precision_advice
+
+        advice = precision_advice(pipe.manifest.precision)
+        if advice:
+            console.print(f"note: {advice}")
 
 
 @app.command()
