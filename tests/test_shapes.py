@@ -227,3 +227,43 @@ def test_train_tiny_refuses_bad_options(tmp_path, capsys):
     assert main(["train-tiny", str(tmp_path / "m"), "--dit-steps", "0"]) == 2
     assert "--dit-steps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_train_tiny_init_from_fine_tunes_a_trained_checkpoint(tmp_path):
+    """--init-from keeps the checkpoint's tokenizer, DC-AE and latent scaling (no autoencoder
+    stage) and trains its DiT and text encoder on from their weights, not from a fresh init."""
+    import json
+
+    import torch
+
+    from sana_edge.default_model import shipped_checkpoint
+    from sana_edge.export.checkpoint import load_sana_pipeline
+    from sana_edge.export.train_shapes import TrainConfig, train
+
+    source = shipped_checkpoint()
+    cfg = TrainConfig(dit_steps=1, dit_batch=4, dit_scenes=8, eval_captions=0, log_every=1, threads=1)
+    log = train(tmp_path / "ft", cfg, init_from=source)
+    before, after = load_sana_pipeline(source), load_sana_pipeline(tmp_path / "ft")
+    assert log["init_from"] == str(source) and log["losses"]["autoencoder"] == []
+    assert (tmp_path / "ft" / "tokenizer" / "tokenizer.json").read_text() == (source / "tokenizer" / "tokenizer.json").read_text()
+    assert after.vae.config.scaling_factor == pytest.approx(before.vae.config.scaling_factor)
+    assert all(torch.equal(a, b) for a, b in zip(before.vae.parameters(), after.vae.parameters()))
+    for name in ("transformer", "text_encoder"):
+        old = torch.cat([p.flatten() for p in getattr(before, name).parameters()])
+        new = torch.cat([p.flatten() for p in getattr(after, name).parameters()])
+        assert not torch.equal(old, new)  # trained ...
+        assert torch.nn.functional.cosine_similarity(old, new, dim=0) > 0.99  # ... on from the checkpoint's weights
+    assert json.loads((tmp_path / "ft" / "train_log.json").read_text())["models"]["params"]["transformer"] == \
+        sum(p.numel() for p in before.transformer.parameters())
+
+
+def test_train_tiny_init_from_must_be_a_checkpoint(tmp_path, capsys):
+    from sana_edge.cli import main
+
+    assert main(["train-tiny", str(tmp_path / "m"), "--init-from", str(tmp_path / "missing")]) == 2
+    assert "--init-from" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["train-tiny", str(tmp_path / "m"), "--init-from", str(tmp_path / "empty"), "--dit-steps", "1"]) == 2
+    assert "has no tokenizer/ folder" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    assert main(["train-tiny", str(tmp_path / "m"), "--dit-lr", "0"]) == 2
+    assert "--dit-lr must be above 0" in capsys.readouterr().err
