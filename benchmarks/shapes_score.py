@@ -143,8 +143,10 @@ def fidelity(images: dict[str, list], reference: dict[str, list]) -> dict:
             "ssim": float(np.mean([ssim(a, b) for a, b in pairs]))}
 
 
-def user_prompts(exports: dict[str, Path], steps: int, guidance: float) -> dict:
-    """Each USER_PROMPTS entry, USER_SEEDS seeds, scored at fp32 and int8 (where exported)."""
+def user_prompts(exports: dict[str, Path], steps: int, guidance: float, seeds: int = USER_SEEDS) -> dict:
+    """Each USER_PROMPTS entry, `seeds` seeds, scored at fp32 and int8 (where exported); none for 0 seeds."""
+    if seeds == 0:
+        return {}
     from sana_edge import SanaEdgePipeline, shapes
 
     rows = {}
@@ -152,7 +154,7 @@ def user_prompts(exports: dict[str, Path], steps: int, guidance: float) -> dict:
         pipe = SanaEdgePipeline.from_export(exports[precision], verify=False)
         for prompt in USER_PROMPTS:
             scores = [shapes.score_image(pipe.generate(prompt, steps=steps, guidance_scale=guidance, seed=NOISE_SEED + s).image,
-                                         prompt) for s in range(USER_SEEDS)]
+                                         prompt) for s in range(seeds)]
             rows.setdefault(prompt, {})[precision] = shapes.summarize(scores)
     return rows
 
@@ -177,7 +179,7 @@ def run(args, log=print) -> dict:
         log(f"{precision}: {summary} ({time.perf_counter() - start:.0f}s)")
     grid = args.out / "shapes_grid.png"
     sample_grid(images["fp32"], captions, grid)
-    users = user_prompts(exports, args.steps, args.guidance)
+    users = user_prompts(exports, args.steps, args.guidance, args.user_seeds)
     checkpoint = Path(args.checkpoint) if args.checkpoint else _shipped()
     train_log = json.loads((checkpoint / "train_log.json").read_text())
     settings = {"captions": {k: len(v) for k, v in captions.items()}, "noise_seed": NOISE_SEED, "size": args.size,
@@ -216,6 +218,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--work", type=Path, default=Path("build/shapes-score"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--user-seeds", type=int, default=USER_SEEDS, help="seeds per user prompt (0: skip that section)")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder to score instead of the shipped model")
     args = parser.parse_args(argv)
     args.precisions = args.precisions.split(",")

@@ -267,3 +267,17 @@ def test_train_tiny_init_from_must_be_a_checkpoint(tmp_path, capsys):
     assert "has no tokenizer/ folder" in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert main(["train-tiny", str(tmp_path / "m"), "--dit-lr", "0"]) == 2
     assert "--dit-lr must be above 0" in capsys.readouterr().err
+
+
+def test_shapes_score_counts_changed_verdicts_and_scores_per_kind():
+    from benchmarks.shapes_score import changed_verdicts, score_images
+
+    right = {"background": True, "colour": True, "shape": True}
+    wrong_shape = {**right, "shape": False}
+    reference = {"grammar": [right, right], "template": [right, wrong_shape]}
+    other = {"grammar": [right, wrong_shape], "template": [right, wrong_shape]}
+    assert changed_verdicts(reference, reference) == 0
+    assert changed_verdicts(other, reference) == 1
+    scores = score_images(other)
+    assert set(scores) == {"grammar", "template", "all"}
+    assert scores["all"]["accuracy"]["shape"] == pytest.approx(0.5) and scores["grammar"]["all_correct"] == pytest.approx(0.5)
