@@ -144,13 +144,20 @@ def train_tiny(
     threads: int = number_option(2, "--threads", limit=THREADS, help="torch CPU threads."),
     eval_captions: Optional[int] = number_option(None, "--eval-captions", limit=EVAL_CAPTIONS,
                                                  help="Held-out captions for the closing quick score (0: skip)."),
+    init_from: Optional[Path] = typer.Option(
+        None, help="A trained shapes-SANA folder to train on from: keeps its tokenizer and autoencoder, fine-tunes "
+                   "its transformer and text encoder (no autoencoder stage)."),
+    dit_scenes: Optional[int] = typer.Option(None, help="Scenes encoded for the transformer stage (default: the config's)."),
+    dit_lr: Optional[float] = typer.Option(None, help="Transformer peak learning rate (default: the config's)."),
+    text_lr: Optional[float] = typer.Option(None, help="Text encoder peak learning rate (default: the config's)."),
 ):
     """Train the small shapes-SANA (the built-in default model) on CPU."""
     _check_out_before_torch(out_dir, force)
     from ..export.train_shapes import run_training
 
     run_training(out_dir, seed=seed, force=force, ae_steps=ae_steps, dit_steps=dit_steps, threads=threads,
-                 eval_captions=eval_captions)
+                 eval_captions=eval_captions, init_from=init_from, dit_scenes=dit_scenes, dit_lr=dit_lr,
+                 text_lr=text_lr)
 
 
 def _check_out_before_torch(out_dir: Path, force: bool) -> None:
