@@ -63,6 +63,7 @@ def optimum_view(graph: Path, component: str, model: str, cache: Path) -> Path:
     from sana_edge.components import COMPONENTS
     from sana_edge.export.configs import SANA_SCHEDULER_CONFIG
     from sana_edge.export.optimum_layout import DATA_FILE, MODEL_FILE, copy_renamed_graph, model_index
+    from sana_edge.export.optimum_text_encoder import drop_past
 
     from .bench_models import MODELS
 
@@ -71,7 +72,8 @@ def optimum_view(graph: Path, component: str, model: str, cache: Path) -> Path:
         return view
     shutil.rmtree(view, ignore_errors=True)
     (view / component).mkdir(parents=True)
-    copy_renamed_graph(graph, view / component / MODEL_FILE, COMPONENTS[component].optimum_names(), DATA_FILE)
+    rewrite = drop_past if component == "text_encoder" else None  # optimum feeds whole sequences
+    copy_renamed_graph(graph, view / component / MODEL_FILE, COMPONENTS[component].optimum_names(), DATA_FILE, rewrite)
     classes = {"text_encoder": ["Gemma2Model"], "transformer": "SanaTransformer2DModel", "vae_decoder": "AutoencoderDC"}
     config = dict(MODELS[model][component])
     config.update({"architectures": classes[component]} if component == "text_encoder" else {"_class_name": classes[component]})

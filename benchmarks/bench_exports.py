@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_models import CAPTION_TOKENS, MODELS, batch, is_sprint, model_dims, spec
+from .bench_models import CAPTION_TOKENS, MODELS, batch, component_spec, is_sprint, model_dims
 from .dit_step_latency import step_inputs
 
-CACHE_VERSION = 2  # 2: the recipe key is the component config record
+CACHE_VERSION = 3  # 2: the recipe key is the component config record; 3: text encoder with a past K/V cache
 DEFAULT_CACHE = Path("build/bench-latency")
 FP32_TRACE_LIMIT = 6 * 2**30  # fp32 weights above this are traced in fp16 (see export_fp32)
 
@@ -46,7 +46,7 @@ def component_config(component: str, precision: str):
         return None
     from sana_edge.quant.configs import build_recipe
 
-    config = build_recipe(precision)[component]
+    config = build_recipe(precision)[component_spec(component).name]
     return config if config.changes_graph else None
 
 
@@ -62,7 +62,7 @@ def graph_dir(cache: Path, model: str, component: str, precision: str) -> Path:
     config = component_config(component, precision)
     precision = graph_precision(component, precision)
     recipe = config_record(config) if config is not None else None
-    key_source = {"v": CACHE_VERSION, "component": component, "config": MODELS[model][component],
+    key_source = {"v": CACHE_VERSION, "component": component, "config": MODELS[model][component_spec(component).name],
                   "precision": precision, "opset": OPSET, "recipe": recipe}
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return cache / f"{component}-{precision}-{key}"
@@ -97,7 +97,7 @@ def export_fp32(model: str, component: str, path: Path, log=print) -> None:
 
     from .bench_models import build_torch
 
-    declared, dims = spec(model, component), model_dims(model)
+    declared, dims = component_spec(component, model), model_dims(model)
     start = time.perf_counter()
     _fresh_dir(path)
     with torch.no_grad():

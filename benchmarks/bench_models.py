@@ -43,12 +43,21 @@ MODELS = {
                       text_encoder=configs.GEMMA2_2B),
     "tiny": dict(transformer=configs.TINY_TRANSFORMER, vae_decoder=configs.TINY_DCAE,
                  text_encoder=configs.TINY_GEMMA2),
+    # Full-width layers, fewer of them (Gemma-2-2B: 2 of 26 layers): per-layer costs of the full
+    # model in a fraction of its time and memory, for when the full size does not fit a run.
+    "mid": dict(transformer=configs.MID_TRANSFORMER, vae_decoder=configs.TINY_DCAE,
+                text_encoder=configs.MID_GEMMA2),
     # Sana-Sprint 0.6B: the published settings (qk norm, guidance embedding) at full size.
     "sprint-0.6b": dict(transformer=variants.full_transformer("sprint-0.6b"), vae_decoder=configs.DCAE_F32C32,
                         text_encoder=configs.GEMMA2_2B),
     "sprint-tiny": dict(transformer=variants.tiny_transformer("sprint-0.6b"), vae_decoder=configs.TINY_DCAE,
                         text_encoder=configs.TINY_GEMMA2),
 }
+
+
+# The full-sequence text encoder of exports made before the prefix cache: the "old path" of
+# benchmarks.text_encoder_latency (a graph of its own, same weights as "text_encoder").
+LEGACY_TEXT_ENCODER = "text_encoder_legacy"
 
 
 def is_sprint(model: str) -> bool:
@@ -60,20 +69,35 @@ def batch(model: str) -> int:
     return 1 if is_sprint(model) else CFG_BATCH
 
 
-def spec(model: str, component: str):
-    """The component's declaration as this model's graph has it (Sprint: the guidance input)."""
+def component_spec(component: str, model: str = "sana-0.6b"):
+    """The declaration of a benchmark component (sana_edge.components, or the legacy text encoder)
+    as this model's graph has it (Sprint: the guidance input)."""
     from sana_edge.components import COMPONENTS
+    from sana_edge.components import LEGACY_TEXT_ENCODER as legacy
 
+    if component == LEGACY_TEXT_ENCODER:
+        return legacy
     values = SimpleNamespace(guidance_embeds=is_sprint(model), controlnet_layers=0)
     return COMPONENTS[component].for_model(values)
 
 
 def model_dims(model: str) -> dict:
-    """The model dimensions the component declarations bind (as export.onnx_export.model_dims)."""
+    """The model dimensions the component declarations bind (as ModelValues.dims())."""
     cfg = MODELS[model]
-    dit = cfg["transformer"]
+    dit, text = cfg["transformer"], cfg["text_encoder"]
     return {"latent_channels": dit["in_channels"], "out_channels": dit["out_channels"] or dit["in_channels"],
-            "caption_channels": dit["caption_channels"], "vocab_size": cfg["text_encoder"]["vocab_size"]}
+            "caption_channels": dit["caption_channels"], "vocab_size": text["vocab_size"],
+            "text_layers": text["num_hidden_layers"], "text_kv_heads": text["num_key_value_heads"],
+            "text_head_dim": text["head_dim"]}
+
+
+def empty_past(model: str, batch: int) -> dict[str, np.ndarray]:
+    """Past K/V of length 0: the text encoder graph then encodes whole sequences (the old path)."""
+    from sana_edge.components import PAST_KEYS, PAST_VALUES, TEXT_ENCODER
+
+    dims = {**model_dims(model), "batch": batch, "past_sequence": 0}
+    shape = TEXT_ENCODER.shape(TEXT_ENCODER.inputs[TEXT_ENCODER.input_names.index(PAST_KEYS)], dims)
+    return {PAST_KEYS: np.zeros(shape, np.float32), PAST_VALUES: np.zeros(shape, np.float32)}
 
 
 def stage_inputs(model: str, stage: str, size: int | None) -> dict[str, np.ndarray]:
@@ -92,7 +116,7 @@ def stage_inputs(model: str, stage: str, size: int | None) -> dict[str, np.ndarr
         if batch(model) == CFG_BATCH:
             mask[0, 2:] = 0  # the empty negative prompt: BOS + EOS, then padding (as SanaPipeline pads it)
         ids = rng.integers(4, dims["vocab_size"], (batch(model), CAPTION_TOKENS), dtype=np.int64)
-        return {"input_ids": ids * mask, "attention_mask": mask}
+        return {"input_ids": ids * mask, "attention_mask": mask, **empty_past(model, batch(model))}
     latent = size // 32
     return {"latent": rng.standard_normal((1, dims["latent_channels"], latent, latent)).astype(np.float32)}
 
@@ -106,11 +130,12 @@ def build_torch(model: str, component: str):
 
     from sana_edge.export.wrappers import torch_module
 
-    cfg = MODELS[model][component]
+    spec = component_spec(component, model)
+    cfg = MODELS[model][spec.name]
     torch.manual_seed(0)
-    if component == "transformer":
+    if spec.name == "transformer":
         module = SanaTransformer2DModel(**cfg)
-    elif component == "vae_decoder":
+    elif spec.name == "vae_decoder":
         module = AutoencoderDC(**cfg)
         module.encoder = None  # decode only: the stage compares like for like with the decoder graph
     else:
@@ -118,7 +143,7 @@ def build_torch(model: str, component: str):
         config._attn_implementation = "eager"  # logit soft-capping, as SanaPipeline runs it
         module = Gemma2Model(config)
     pipe = SimpleNamespace(text_encoder=module, transformer=module, vae=module)
-    return torch_module(spec(model, component), pipe)
+    return torch_module(spec, pipe)
 
 
 def torch_args(stage: str, feeds: dict, device: str = "cpu", dtype=None, model: str = "sana-0.6b") -> list:
@@ -126,7 +151,7 @@ def torch_args(stage: str, feeds: dict, device: str = "cpu", dtype=None, model: 
     import torch
 
     args = []
-    for name in spec(model, COMPONENT_OF[stage]).input_names:
+    for name in component_spec(COMPONENT_OF[stage], model).input_names:
         tensor = torch.from_numpy(feeds[name]).to(device)
         args.append(tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor)
     return args

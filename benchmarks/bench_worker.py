@@ -66,6 +66,7 @@ class TorchRunner:
             out = self.module(*self.args)
         if self.device == "cuda":
             self.torch.cuda.synchronize()
+        out = out[0] if isinstance(out, tuple) else out  # the text encoder also returns its new K/V
         return out.float().cpu().numpy()
 
 

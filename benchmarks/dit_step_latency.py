@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -21,6 +22,12 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def _isa() -> str:
+    from sana_edge.cpu import cpu_features
+
+    return cpu_features().describe()
 
 
 def build_transformer(model: str):
@@ -60,7 +67,7 @@ def main(argv=None) -> dict:
     import torch
 
     from sana_edge.backends.onnxruntime_backend import OrtSession
-    from sana_edge.components import TRANSFORMER
+    from sana_edge.components import CAPTION_KV, TRANSFORMER, TRANSFORMER_STEP
     from sana_edge.export.onnx_export import export_component
     from sana_edge.export.wrappers import torch_module
     from sana_edge.metrics import cosine
@@ -70,8 +77,12 @@ def main(argv=None) -> dict:
     transformer = build_transformer(args.model)
     build_s = time.perf_counter() - start
     params = sum(p.numel() for p in transformer.parameters())
-    module = torch_module(TRANSFORMER, type("Pipe", (), {"transformer": transformer})())
-    dims = {"latent_channels": 32, "out_channels": 32, "caption_channels": 2304}
+    pipe = type("Pipe", (), {"transformer": transformer})()
+    module = torch_module(TRANSFORMER, pipe)
+    config = transformer.config
+    dims = {"latent_channels": 32, "out_channels": 32, "caption_channels": 2304,
+            "transformer_layers": config.num_layers, "cross_attention_heads": config.num_cross_attention_heads,
+            "cross_attention_head_dim": config.cross_attention_head_dim}
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / TRANSFORMER.file
@@ -86,6 +97,22 @@ def main(argv=None) -> dict:
         feeds = step_inputs(args.size)
         torch_args = [torch.from_numpy(feeds[n]) for n in TRANSFORMER.input_names]
 
+        # The split graphs (issue 13): caption K/V once per generation, then the step that reads them.
+        start = time.perf_counter()
+        for spec in (CAPTION_KV, TRANSFORMER_STEP):
+            export_component(spec, torch_module(spec, pipe), dims, Path(tmp) / spec.file)
+        split_export_s = time.perf_counter() - start
+        caption = OrtSession(Path(tmp) / CAPTION_KV.file, ["CPUExecutionProvider"], threads=args.threads)
+        step = OrtSession(Path(tmp) / TRANSFORMER_STEP.file, ["CPUExecutionProvider"], threads=args.threads)
+
+        def run_caption():
+            return caption.run({"encoder_hidden_states": feeds["encoder_hidden_states"]})
+
+        step_feeds = {**{n: feeds[n] for n in ("latents", "encoder_attention_mask", "timestep")}, **run_caption()}
+
+        def run_step():
+            return step.run(step_feeds)["velocity"]
+
         def run_torch():
             with torch.no_grad():
                 return module(*torch_args).numpy()
@@ -94,13 +121,17 @@ def main(argv=None) -> dict:
             return session.run(feeds)["velocity"]
 
         similarity = cosine(run_torch(), run_ort())  # also the warm-up of both
-        times = {"diffusers_torch_fp32": [], "sana_edge_ort_fp32": []}
-        for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
-            for name, fn in (("diffusers_torch_fp32", run_torch), ("sana_edge_ort_fp32", run_ort)):
+        split_similarity = cosine(run_ort(), run_step())
+        runners = {"diffusers_torch_fp32": run_torch, "sana_edge_ort_fp32": run_ort,
+                   "sana_edge_ort_fp32_split_step": run_step, "caption_kv_once": run_caption}
+        times = {name: [] for name in runners}
+        for _ in range(args.repeats):  # interleaved, so machine noise hits all alike
+            for name, fn in runners.items():
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-        session.close()
+        for each in (session, caption, step):
+            each.close()
 
     medians = {k: statistics.median(v) for k, v in times.items()}
     result = {
@@ -117,10 +148,13 @@ def main(argv=None) -> dict:
         "onnx_bytes": size_bytes,
         "onnx_files": [f.name for f in files],
         "cosine_ort_vs_torch": similarity,
+        "cosine_split_vs_single": split_similarity,
+        "split_export_s": round(split_export_s, 2),
         "step_seconds": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "median_step_s": {k: round(v, 4) for k, v in medians.items()},
         "speedup_ort_vs_torch": round(medians["diffusers_torch_fp32"] / medians["sana_edge_ort_fp32"], 3),
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "isa": _isa(),
+                    "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 2)},
         "versions": {"torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__},
         "command": "python -m benchmarks.dit_step_latency " + " ".join(sys.argv[1:] if argv is None else argv),
     }
@@ -140,7 +174,9 @@ def _markdown(r: dict) -> str:
         f"# {r['model']}, {r['size_px']} px, batch {r['batch']} (CFG), {r['threads']} CPU threads",
         "",
         f"{r['params'] / 1e6:.0f} M params; export {r['export_s']:.1f} s; ONNX {r['onnx_bytes'] / 2**30:.2f} GiB "
-        f"in {len(r['onnx_files'])} files; cosine ORT vs PyTorch {r['cosine_ort_vs_torch']:.6f}",
+        f"in {len(r['onnx_files'])} files; cosine ORT vs PyTorch {r['cosine_ort_vs_torch']:.6f}; "
+        f"split step vs single graph {r.get('cosine_split_vs_single', float('nan')):.6f}; "
+        f"CPU {r['machine'].get('isa', '?')}, load {r['machine'].get('load_average_1m', '?')}",
         "",
         "| backend | median step (ms) | range (ms) | speedup |",
         "|---|---|---|---|",
@@ -148,6 +184,13 @@ def _markdown(r: dict) -> str:
     base = r["median_step_s"]["diffusers_torch_fp32"]
     for name, median in r["median_step_s"].items():
         rows.append(f"| {name} | {median * 1000:.0f} | {spread(r['step_seconds'][name])} | {base / median:.2f}x |")
+    if "caption_kv_once" in r["median_step_s"]:
+        steps, single = 20, r["median_step_s"]["sana_edge_ort_fp32"]
+        split = r["median_step_s"]["sana_edge_ort_fp32_split_step"]
+        once = r["median_step_s"]["caption_kv_once"]
+        rows += ["", f"caption_kv_once runs once per image (its speedup column is not a step). Over {steps} "
+                 f"steps: single graph {single * steps:.1f} s, split {once + split * steps:.1f} s "
+                 f"({single * steps / (once + split * steps):.2f}x)."]
     rows += ["", f"Command: `{r['command'].strip()}` ({r['repeats']} interleaved repeats after one warm-up)", ""]
     return "\n".join(rows)
 

@@ -3,7 +3,7 @@ sana-edge on ONNX Runtime fp32 / int8 / int4, full-size architectures with rando
 
     python -m benchmarks.latency [--model sana-0.6b] [--sizes 512,1024]
         [--backends torch-fp32,ort-fp32,ort-int8,ort-int4] [--repeats 3] [--warmup 1] [--quick]
-    sana-edge bench ...            (the same options; results default to ./sana-edge-bench)
+    sana-edge bench ...            (the same options; results default to bench/ under the sana-edge cache folder)
 
 Writes <out>/<machine-tag>.json (every figure, versions, machine, command), .md (tables with
 speedups against the baseline) and .png (latency vs resolution, log scale).

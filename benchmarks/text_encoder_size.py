@@ -47,7 +47,9 @@ def main(argv=None) -> dict:
 
     args.work.mkdir(parents=True, exist_ok=True)
     fp16_path = args.work / "fp16" / "text_encoder.onnx"
-    dims = {"vocab_size": configs.GEMMA2_2B["vocab_size"]}
+    from .bench_models import model_dims
+
+    dims = model_dims("sana-0.6b")  # Gemma-2-2B's vocabulary and K/V cache shape
     timings = {}
     torch.manual_seed(0)
     config = Gemma2Config(**configs.GEMMA2_2B)
@@ -67,7 +69,7 @@ def main(argv=None) -> dict:
     gc.collect()
 
     sizes = {"fp32 (4 bytes x params)": 4 * params, "fp16": graph_bytes(fp16_path)}
-    feeds = sample_inputs(TEXT_ENCODER, {**dims, "batch": 1, "sequence": 32})
+    feeds = sample_inputs(TEXT_ENCODER, {**dims, "batch": 1, "sequence": 32, "past_sequence": 0, "total_sequence": 32})
     finite = {}
     for precision in ("int8", "int4"):
         path = args.work / precision / "text_encoder.onnx"

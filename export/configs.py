@@ -106,4 +106,8 @@ PRESETS = {
     "tiny": dict(transformer=TINY_TRANSFORMER, vae=TINY_DCAE, text_encoder=TINY_GEMMA2),
     "mid": dict(transformer=MID_TRANSFORMER, vae=TINY_DCAE, text_encoder=MID_GEMMA2),
     "mid-sprint": dict(transformer=MID_SPRINT_TRANSFORMER, vae=TINY_DCAE, text_encoder=MID_GEMMA2, sprint=True),
+    # Full-size architectures with random weights (benchmarks.gpu_suite builds them on the GPU machine).
+    "sana-0.6b": dict(transformer=SANA_600M_TRANSFORMER, vae=DCAE_F32C32, text_encoder=GEMMA2_2B),
+    "sana-1.6b": dict(transformer=SANA_1600M_TRANSFORMER, vae=DCAE_F32C32, text_encoder=GEMMA2_2B),
 }
+TOKENIZER_VOCAB = 1024  # the trained tokenizer's pieces; a larger embedding table just has unused rows

@@ -74,12 +74,17 @@ def axis_ranges(spec: ComponentSpec, rng: EngineRange, model: dict, text_length:
     """(min, opt, max) of every profiled dynamic axis of `spec`, from its declared range rules."""
     factor = int(model["vae_scale_factor"])
     caption = int(model["max_sequence_length"])
+    instruction = max(0, text_length - caption + 2)  # the longest cached prefix (BOS included)
     rules = {
         components.CFG_BATCH: (1, CFG_BATCH, CFG_BATCH),
         # Prompts are encoded one at a time (the positive and negative lengths differ).
         components.PROMPT_BATCH: (1, 1, CFG_BATCH),
         components.SINGLE: (1, 1, 1),
         components.TEXT_TOKENS: (1, text_length, text_length),
+        # The cached instruction prefix is the past of the positive prompt; the negative has none.
+        components.NEW_TOKENS: (1, caption, text_length),
+        components.PAST_TOKENS: (0, instruction, instruction),
+        components.CONTEXT_TOKENS: (1, instruction + caption, instruction + text_length),
         components.CAPTION_TOKENS: (caption, caption, caption),
         components.LATENT_SIDE: tuple(s // factor for s in (rng.min_size, rng.opt_size, rng.max_size)),
         components.DECODER_TILE: (rng.min_size // factor, min(rng.opt_size, rng.decoder_tile) // factor,
@@ -181,8 +186,9 @@ def _check_profile_against_network(network, shapes: dict, component: str) -> Non
         if not len(low) == len(opt) == len(high) == len(graph_shape):
             raise UserError(f"{component}: profile for '{name}' has rank {len(low)}, the graph input has {len(graph_shape)}")
         for axis, (graph_dim, a, b, c) in enumerate(zip(graph_shape, low, opt, high)):
-            if not 0 < a <= b <= c:
-                raise UserError(f"{component}: profile for '{name}' axis {axis} is not 0 < {a} <= {b} <= {c}")
+            # 0 is a valid minimum (an empty past K/V cache: the negative prompt has none)
+            if not 0 <= a <= b <= c or c == 0:
+                raise UserError(f"{component}: profile for '{name}' axis {axis} is not 0 <= {a} <= {b} <= {c}, {c} > 0")
             if graph_dim >= 0 and not a == b == c == graph_dim:
                 raise UserError(f"{component}: '{name}' axis {axis} is fixed at {graph_dim} in the graph, profile asks {a}..{c}")
 

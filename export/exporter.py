@@ -23,6 +23,7 @@ from sana_edge.manifest import Manifest, ModelValues, component_record, folder_r
 from .checkpoint import load_sana_pipeline, model_values
 from .onnx_export import OPSET, as_fp16, count_eps, export_component
 from .prepare import ExportJob, ExportOptions, prepare
+from .prompt_cache import write_prompt_cache
 from .source_configs import CONFIGS_DIR, write_source_configs
 from .staging import staging_dir
 from .validate import held_out_references, reference_outputs, validate_component
@@ -127,7 +128,7 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
     out_dir = Path(options.out_dir)
     with staging_dir(out_dir) as stage:
         with _step(log, f"load checkpoint {job.source}"):
-            pipe = load_sana_pipeline(job.source, job.controlnet)
+            pipe = load_sana_pipeline(job.source, job.controlnet, job.options.allow_pickle)
             model = model_values(pipe)
         files = write_support_files(stage, pipe)
         export_graphs(stage, pipe, model, job, log)
@@ -141,13 +142,15 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
         else:
             quantization = quantize_graphs(stage, model, files, job, log) if job.quantized else None
             components = record_components(stage, model, job, log)
+        with _step(log, "compute the text encoder's prompt cache (instruction prefix, \"\" negative) with the final graph"):
+            prompt_cache = write_prompt_cache(stage, f"{TOKENIZER_DIR}/tokenizer.json", model, job.target)
         data = {
             "sana_edge_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": str(options.checkpoint), "precision": options.precision, "opset": OPSET,
             "tool_versions": tool_versions(), "model": model.to_dict(),
             "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json", "scheduler_config": f"{SCHEDULER_DIR}/scheduler_config.json",
-            "files": files, "components": components,
+            "files": files, "components": components, "prompt_cache": prompt_cache,
         }
         if quantization is not None:
             data["quantization"] = quantization

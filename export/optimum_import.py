@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sana_edge import __version__
-from sana_edge.components import COMPONENTS, sample_inputs
+from sana_edge.components import COMPONENTS, LEGACY_TEXT_ENCODER, sample_inputs
 from sana_edge.errors import UserError
 
 from .optimum_layout import MODEL_FILE, OPTIMUM_EXPORT, check_optimum_folder, copy_renamed_graph, graph_io_names
@@ -64,8 +64,14 @@ def graph_precision(path: Path) -> str:
     return "fp16" if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) else "fp32"
 
 
+def optimum_declaration(name: str, model):
+    """The declaration optimum's graph of `name` follows, as `model` has it: its text encoder runs
+    whole sequences with no past K/V cache (the runtime's full-sequence path; no prompt cache is written)."""
+    return (LEGACY_TEXT_ENCODER if name == LEGACY_TEXT_ENCODER.name else COMPONENTS[name]).for_model(model)
+
+
 def _import_graph(source: Path, stage: Path, name: str, model) -> Path:
-    spec = COMPONENTS[name].for_model(model)
+    spec = optimum_declaration(name, model)
     to_sana = {optimum: sana for sana, optimum in spec.optimum_names().items()}
     target = stage / spec.file
     copy_renamed_graph(source / name / MODEL_FILE, target, to_sana, spec.file + ".data")
@@ -138,7 +144,7 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
                           "soft-capping; pass --checkpoint CHECKPOINT to measure how far it drifts, or export with "
                           "`sana-edge export CHECKPOINT` (eager attention)", OptimumTraceWarning, stacklevel=2)
         components = {}
-        for name, spec in ((n, COMPONENTS[n].for_model(model)) for n in OPTIMUM_COMPONENTS):
+        for name, spec in ((n, optimum_declaration(n, model)) for n in OPTIMUM_COMPONENTS):
             if pipe is None:
                 report = _smoke_report(spec, paths[name], model.dims())
             else:

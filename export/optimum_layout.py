@@ -17,9 +17,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from sana_edge.components import COMPONENTS
+from sana_edge.components import COMPONENTS, TEXT_ENCODER
 from sana_edge.errors import UserError
 
+from .optimum_text_encoder import drop_past
 from .source_configs import SOURCE_FOLDERS, config_file
 
 MODEL_FILE = "model.onnx"
@@ -58,12 +59,16 @@ def _place(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def copy_renamed_graph(source: Path, target: Path, mapping: dict[str, str], data_name: str) -> None:
-    """Write the graph at `source` to `target` with its I/O renamed; external weights (one file,
-    as both tools write them) are placed next to it as `data_name`, never loaded into memory."""
+def copy_renamed_graph(source: Path, target: Path, mapping: dict[str, str], data_name: str,
+                       rewrite: Callable | None = None) -> None:
+    """Write the graph at `source` to `target` with its I/O renamed (after `rewrite(model)`, if
+    given); external weights (one file, as both tools write them) are placed next to it as
+    `data_name`, never loaded into memory."""
     import onnx
 
     model = onnx.load(str(source), load_external_data=False)
+    if rewrite is not None:
+        rewrite(model)
     rename_graph_io(model, mapping)
     locations = _external_locations(model)
     if len(locations) > 1:
@@ -140,7 +145,9 @@ def convert_export(export_dir: Path, out_dir: Path, force: bool = False, log: Ca
         for name in SOURCE_FOLDERS:
             spec, folder = COMPONENTS[name].for_model(manifest.model), stage / name
             folder.mkdir()
-            copy_renamed_graph(manifest.component_path(name), folder / MODEL_FILE, spec.optimum_names(), DATA_FILE)
+            # optimum feeds the text encoder whole sequences: its graph without the past K/V cache
+            rewrite = drop_past if name == TEXT_ENCODER.name else None
+            copy_renamed_graph(manifest.component_path(name), folder / MODEL_FILE, spec.optimum_names(), DATA_FILE, rewrite)
             shutil.copyfile(config_file(manifest.root, name), folder / "config.json")
             log(f"{name}: {manifest.components[name]['file']} -> {name}/{MODEL_FILE}")
         copy_tokenizer(manifest.tokenizer_path.parent, stage / "tokenizer")

@@ -13,7 +13,8 @@ from sana_edge.components import CONTROLNET, SINGLE_GRAPH, SPLIT_GRAPH
 from sana_edge.manifest import PRECISIONS
 
 from .architecture import check_architecture
-from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, read_json_object, resolve_checkpoint
+from .checkpoint import (CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, check_weight_files, read_json_object,
+                         resolve_checkpoint)
 from .staging import check_out_dir
 
 
@@ -27,6 +28,7 @@ class ExportOptions:
     calibration: object = None  # sana_edge.quant.configs.Calibration (int8); None: defaults
     engines: object = None  # sana_edge.export.engine.EngineRange: also build TensorRT engines
     controlnet: Path | None = None  # a SanaControlNetModel folder exported beside the transformer
+    allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): only when the user says so
     # The transformer as caption-K/V + step graphs (the default where the architecture allows),
     # or as one graph (False).
     split_transformer: bool = True
@@ -58,14 +60,17 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
     """Every check that needs no model, before any work; resolves checkpoint-carried defaults."""
     if options.precision not in PRECISIONS:
         raise UserError(f"unknown precision '{options.precision}'; choose one of {', '.join(PRECISIONS)}")
+    _check_decoder_quantization(options)
     flavor = None
     if options.engines is not None:
         from sana_edge.backends.trt_flavor import import_tensorrt
 
         flavor = import_tensorrt()  # fail before any work when no TensorRT is installed
         options.engines.check(32)
-    source = resolve_checkpoint(options.checkpoint)
+    source = resolve_checkpoint(options.checkpoint, options.allow_pickle)
     controlnet = check_architecture(source, options.controlnet)
+    if controlnet is not None:
+        check_weight_files(controlnet, options.allow_pickle)
     check_out_dir(Path(options.out_dir), options.force, source=source)
     job = ExportJob(options, source, flavor=flavor, components=SINGLE_GRAPH, controlnet=controlnet)
     if options.split_transformer:
@@ -83,6 +88,19 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
     return job
 
 
+def _check_decoder_quantization(options: ExportOptions) -> None:
+    """--quantize-decoder only means something for the ONNX Runtime / TensorRT int8 and int4
+    recipes: anywhere else it would be ignored without a word."""
+    if options.quant is None or not options.quant.quantize_decoder:
+        return
+    if options.precision not in ("int8", "int4"):
+        raise UserError(f"--quantize-decoder quantizes int8/int4 exports, not {options.precision}; "
+                        "add --precision int8 or drop --quantize-decoder")
+    if options.quant.target == "openvino":
+        raise UserError("--quantize-decoder is not supported with --target openvino (NNCF keeps the decoder float); "
+                        "drop one of them")
+
+
 def _prepare_quantization(job: ExportJob, log) -> None:
     from sana_edge.quant.calibration import read_prompts
     from sana_edge.quant.configs import Calibration, QuantSettings, build_recipe
@@ -93,7 +111,11 @@ def _prepare_quantization(job: ExportJob, log) -> None:
         raise UserError("TensorRT engines need graphs quantized for TensorRT; pass --target tensorrt (or omit --target)")
     defaults_file = source / CHECKPOINT_QUANT_DEFAULTS
     if defaults_file.is_file() and settings.text_encoder_bits is None:
-        asked = _read_json(defaults_file).get(options.precision, {}).get("text_encoder_bits")
+        asked = _read_json(defaults_file).get(options.precision) or {}
+        asked = asked.get("text_encoder_bits") if isinstance(asked, dict) else None
+        if asked is not None and (isinstance(asked, bool) or asked not in (4, 8)):
+            raise UserError(f"{defaults_file} asks for text_encoder_bits={asked!r}; it must be 4 or 8: fix the file "
+                            "or pass --text-encoder-bits")
         if asked:
             settings = dataclasses.replace(settings, text_encoder_bits=int(asked))
             log(f"text encoder at {asked} bits: the checkpoint asks for it ({defaults_file.name}); "

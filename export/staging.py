@@ -3,34 +3,39 @@
 Everything is written into a hidden staging folder next to OUT (unique per process, so two
 exports to one -o never share it) and renamed into place only when complete. A failed,
 interrupted (SIGINT/SIGTERM) or killed run leaves no OUT; stale staging folders of killed runs
-(SIGKILL leaves them) are recognised by their owner pid and removed by the next run beside them.
+(SIGKILL leaves them) are recognised by their owner pid and removed by the next export or
+training run, wherever it writes, and by `sana-edge doctor` (sana_edge.workdirs).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
+import warnings
 from pathlib import Path
 
 from sana_edge.errors import UserError
+from sana_edge.inputs import in_system_folder
+from sana_edge.workdirs import (STAGING_PREFIX, forget, make_work_dir, owner_pid, remove_stale_beside,
+                                remove_stale_registered, remove_work_dir, signals_deferred)
 
-STAGING_PREFIX = ".sana-edge-staging-"
-_PID_FILE = ".owner-pid"
+__all__ = ["STAGING_PREFIX", "check_out_dir", "staging_dir"]
 
 
-def check_out_dir(out_dir: Path, force: bool, source: Path | None = None) -> None:
-    """Refuse outputs that cannot or must not be written, before any work."""
+def check_out_dir(out_dir: Path, force: bool, source: Path | None = None, source_name: str = "checkpoint") -> None:
+    """Refuse outputs that cannot or must not be written (or would replace `source`), before any work."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output '{out_dir}' is a file; choose a folder path for -o")
+    for ancestor in out_dir.parents:
+        if ancestor.exists() and not ancestor.is_dir():
+            raise UserError(f"output '{out_dir}': '{ancestor}' is a file, not a folder; choose another -o")
     resolved = out_dir.resolve()
     if source is not None:
         source = Path(source).resolve()
         if resolved == source or source.is_relative_to(resolved) or resolved.is_relative_to(source):
-            raise UserError(f"output '{out_dir}' overlaps the checkpoint '{source}'; choose an -o outside the checkpoint")
-    if resolved.parts[:2] in (("/", "proc"), ("/", "sys"), ("/", "dev")):
+            raise UserError(f"output '{out_dir}' overlaps the {source_name} '{source}'; choose an -o outside the {source_name}")
+    if in_system_folder(resolved):
         raise UserError(f"output '{out_dir}' is inside a system folder; choose a normal folder for -o")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise UserError(f"output folder '{out_dir}' is not empty; pass --force to replace it or choose another -o")
@@ -45,28 +50,10 @@ def _existing_parent(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_staging(folder: Path) -> list[Path]:
-    """Delete staging folders in `folder` whose owner process is gone; returns what was removed."""
-    removed = []
-    for stage in folder.glob(f"{STAGING_PREFIX}*"):
-        try:
-            pid = int((stage / _PID_FILE).read_text())
-        except (OSError, ValueError):
-            pid = None
-        if pid is None or not _alive(pid):
-            shutil.rmtree(stage, ignore_errors=True)
-            removed.append(stage)
-    return removed
+def _warn_removed(removed: list[Path]) -> None:
+    for folder in removed:
+        warnings.warn(f"removed {folder}, the staging folder of a run that was killed (pid {owner_pid(folder)})",
+                      stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -78,24 +65,32 @@ def staging_dir(out_dir: Path):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create '{out_dir.parent}' ({exc.strerror}); choose another -o") from None
-    remove_stale_staging(out_dir.parent)
-    stage = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out_dir.name}-", dir=out_dir.parent))
-    (stage / _PID_FILE).write_text(str(os.getpid()))
+    _warn_removed(remove_stale_beside(out_dir.parent) + remove_stale_registered())
+    stage = make_work_dir(out_dir.parent, out_dir.name)
     try:
         yield stage
-        (stage / _PID_FILE).unlink()
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out_dir.name}-old-", dir=out_dir.parent))
-            (old / _PID_FILE).write_text(str(os.getpid()))
-            out_dir.rename(old / "replaced")
-        try:
-            stage.rename(out_dir)
-        except OSError:  # another run renamed its own complete output into place first
-            raise UserError(f"another run wrote '{out_dir}' at the same time; its complete output is kept, "
-                            "re-run to replace it") from None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with signals_deferred():  # a Ctrl-C now would leave OUT moved aside and not replaced
+            _replace(stage, out_dir)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        with signals_deferred():
+            remove_work_dir(stage)
         raise
+
+
+def _replace(stage: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = make_work_dir(out_dir.parent, f"{out_dir.name}-old")
+        out_dir.rename(old / "replaced")
+    try:
+        stage.rename(out_dir)
+    except OSError:  # another run renamed its own complete output into place first
+        if old is not None:
+            if not out_dir.exists():  # nobody did: put the previous output back
+                (old / "replaced").rename(out_dir)
+            remove_work_dir(old)
+        raise UserError(f"another run wrote '{out_dir}' at the same time; its complete output is kept, "
+                        "re-run to replace it") from None
+    forget(stage)
+    if old is not None:
+        remove_work_dir(old)

@@ -79,7 +79,8 @@ def build_tiny_pipeline(seed: int = 0, preset: str = "tiny"):
     from .variants import SCM_SCHEDULER_CONFIG
 
     preset_configs = configs.PRESETS[preset]
-    tokenizer = _train_tokenizer(_corpus(), vocab_size=preset_configs["text_encoder"]["vocab_size"])
+    tokenizer = _train_tokenizer(_corpus(), vocab_size=min(preset_configs["text_encoder"]["vocab_size"],
+                                                           configs.TOKENIZER_VOCAB))
     torch.manual_seed(seed)
     transformer = SanaTransformer2DModel(**preset_configs["transformer"])
     vae = AutoencoderDC(**preset_configs["vae"])

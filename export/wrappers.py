@@ -11,7 +11,51 @@ import torch
 
 
 class TextEncoderWrapper(torch.nn.Module):
-    def __init__(self, pipe, spec=None):
+    """Gemma-2 over new tokens after a past K/V cache (stacked per layer on axis 0), through
+    transformers' own modules and DynamicCache, which the TorchScript exporter traces with a
+    dynamic past length (0 included). The masks are built here, as transformers builds them for
+    eager attention (causal, padding, and the sliding window of the local layers), because its mask
+    helpers would read the past length as a Python int and bake it into the graph."""
+
+    def __init__(self, pipe):
+        super().__init__()
+        self.model = pipe.text_encoder  # same attribute name as before: same ONNX node names
+
+    def forward(self, input_ids, attention_mask, past_keys, past_values):
+        from transformers import DynamicCache
+
+        config = self.model.config
+        past = past_keys.shape[3]
+        cache = DynamicCache([(past_keys[i], past_values[i]) for i in range(config.num_hidden_layers)])
+        positions = (torch.arange(input_ids.shape[1], device=input_ids.device) + past).unsqueeze(0)
+        masks = _additive_masks(positions[0], attention_mask, config.sliding_window, self.model.embed_tokens.weight.dtype)
+        out = self.model(input_ids=input_ids, attention_mask=masks, position_ids=positions, cache=cache, use_cache=True)
+        layers = out.cache.layers
+        new_keys = torch.stack([layer.keys[:, :, past:] for layer in layers])
+        new_values = torch.stack([layer.values[:, :, past:] for layer in layers])
+        return out.last_hidden_state, new_keys, new_values
+
+
+def _additive_masks(positions, attention_mask, sliding_window, dtype) -> dict:
+    """{"full_attention", "sliding_attention"} -> (batch, 1, new, past + new) additive masks: a query
+    at position p sees keys j <= p that the padding mask keeps (and, in the sliding-window layers,
+    p - j < window), with the dtype's minimum elsewhere, as transformers' eager masks."""
+    keys = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    causal = keys[None, :] <= positions[:, None]
+    allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+    windowed = allowed & (positions[:, None] - keys[None, :] < sliding_window)[None, None]
+
+    def additive(keep):
+        return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+    return {"full_attention": additive(allowed), "sliding_attention": additive(windowed)}
+
+
+class LegacyTextEncoderWrapper(torch.nn.Module):
+    """The full-sequence text encoder of exports made before the prefix cache (and the reference
+    the cached path is tested against): diffusers' call, ids and padding mask in, hidden states out."""
+
+    def __init__(self, pipe):
         super().__init__()
         self.model = pipe.text_encoder
 

@@ -23,6 +23,10 @@ CFG_BATCH = "cfg_batch"          # 1..2, tuned for 2 (negative + positive prompt
 PROMPT_BATCH = "prompt_batch"    # 1..2, tuned for 1 (prompts are encoded one at a time)
 SINGLE = "single"                # always 1
 TEXT_TOKENS = "text_tokens"      # 1..the instruction + caption length
+# The text encoder with a past: TensorRT checks past + new == total at each of min / opt / max.
+NEW_TOKENS = "new_tokens"        # 1..the instruction + caption length, tuned for a caption
+PAST_TOKENS = "past_tokens"      # 0..the instruction length (the cached prefix, or none)
+CONTEXT_TOKENS = "context_tokens"  # past + new at each level
 CAPTION_TOKENS = "caption_tokens"  # the caption length the transformer attends to (fixed)
 LATENT_SIDE = "latent_side"      # the requested image range (--min/--opt/--max-size) / 32
 DECODER_TILE = "decoder_tile"    # latent side up to --decoder-tile / 32 (larger images tile)
@@ -153,16 +157,54 @@ class ComponentSpec:
                 )
 
 
+# Text encoder tensor names (the runtime and the exporter import these, never spell them).
+INPUT_IDS, ATTENTION_MASK, LAST_HIDDEN_STATE = "input_ids", "attention_mask", "last_hidden_state"
+# The causal K/V cache: every layer's keys (values) stacked on axis 0, so one declaration serves any
+# layer count. Inputs hold the past; outputs hold the new tokens' K/V only (the caller appends them).
+PAST_KEYS, PAST_VALUES, NEW_KEYS, NEW_VALUES = "past_keys", "past_values", "new_keys", "new_values"
+_KV_PAST = ("text_layers", "batch", "text_kv_heads", "past_sequence", "text_head_dim")
+_KV_NEW = ("text_layers", "batch", "text_kv_heads", "sequence", "text_head_dim")
+
+# Gemma-2 with a past K/V cache, as decoder-only LLMs are exported for ONNX Runtime: the new tokens'
+# ids, a mask over past + new tokens, positions continuing from the past length (computed in the
+# graph). Past length 0 encodes a whole sequence, so one graph serves the positive prompt (after the
+# cached instruction prefix, sana_edge.prompt_cache) and the negative prompt (no past).
 TEXT_ENCODER = ComponentSpec(
     name="text_encoder",
     inputs=(
-        TensorSpec("input_ids", "int64", ("batch", "sequence"), TOKEN_IDS),
-        TensorSpec("attention_mask", "int64", ("batch", "sequence"), PADDING_MASK),
+        TensorSpec(INPUT_IDS, "int64", ("batch", "sequence"), TOKEN_IDS),
+        TensorSpec(ATTENTION_MASK, "int64", ("batch", "total_sequence"), PADDING_MASK),
+        TensorSpec(PAST_KEYS, "float32", _KV_PAST),
+        TensorSpec(PAST_VALUES, "float32", _KV_PAST),
     ),
-    outputs=(TensorSpec("last_hidden_state", "float32", ("batch", "sequence", "caption_channels")),),
+    outputs=(
+        TensorSpec(LAST_HIDDEN_STATE, "float32", ("batch", "sequence", "caption_channels")),
+        TensorSpec(NEW_KEYS, "float32", _KV_NEW),
+        TensorSpec(NEW_VALUES, "float32", _KV_NEW),
+    ),
+    dynamic=("batch", "sequence", "past_sequence", "total_sequence"),
+    # past > 0 first (the trace shape: a zero-length past would let the tracer fold it away), then
+    # a whole sequence with no past, as the negative prompt runs.
+    validation_shapes=({"batch": 2, "sequence": 7, "past_sequence": 21, "total_sequence": 28},
+                       {"batch": 1, "sequence": 48, "past_sequence": 0, "total_sequence": 48}),
+    torch_wrapper="sana_edge.export.wrappers:TextEncoderWrapper",
+    engine_axes={"batch": PROMPT_BATCH, "sequence": NEW_TOKENS, "past_sequence": PAST_TOKENS,
+                 "total_sequence": CONTEXT_TOKENS},
+    activation_bytes=_text_encoder_activations,
+)
+
+# The text encoder of exports made before the prefix cache: whole padded sequences, no past. Such
+# exports still run (sana_edge.text_encoding takes the full-sequence path for them).
+LEGACY_TEXT_ENCODER = ComponentSpec(
+    name="text_encoder",
+    inputs=(
+        TensorSpec(INPUT_IDS, "int64", ("batch", "sequence"), TOKEN_IDS),
+        TensorSpec(ATTENTION_MASK, "int64", ("batch", "sequence"), PADDING_MASK),
+    ),
+    outputs=(TensorSpec(LAST_HIDDEN_STATE, "float32", ("batch", "sequence", "caption_channels")),),
     dynamic=("batch", "sequence"),
     validation_shapes=({"batch": 1, "sequence": 48}, {"batch": 2, "sequence": 21}),
-    torch_wrapper="sana_edge.export.wrappers:TextEncoderWrapper",
+    torch_wrapper="sana_edge.export.wrappers:LegacyTextEncoderWrapper",
     engine_axes={"batch": PROMPT_BATCH, "sequence": TEXT_TOKENS},
     activation_bytes=_text_encoder_activations,
 )
@@ -304,6 +346,20 @@ STAGES = {TEXT_ENCODER.name: (TEXT_ENCODER.name,),
 
 def stage_of(component: str) -> str:
     return next(stage for stage, members in STAGES.items() if component in members)
+
+
+# Declarations of earlier exports that this runtime still reads (same name, older contract).
+LEGACY_DECLARATIONS: tuple[ComponentSpec, ...] = (LEGACY_TEXT_ENCODER,)
+
+
+def declaration_for(name: str, graph_inputs) -> ComponentSpec:
+    """The declaration a loaded graph follows: the current one, or a legacy one of the same name
+    whose inputs the graph has (an export made before that contract changed)."""
+    found = sorted(graph_inputs)
+    for spec in LEGACY_DECLARATIONS:
+        if spec.name == name and sorted(spec.input_names) == found:
+            return spec
+    return COMPONENTS[name]
 
 
 def sample_inputs(spec: ComponentSpec, dims: dict, seed: int = 0):

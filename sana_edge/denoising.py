@@ -62,6 +62,21 @@ class FlowDenoiser:
             velocity = velocity[:, : self.model.latent_channels]
         return velocity
 
+    def _bound_predictor(self, embeds, mask):
+        """With a session that offers IO binding (ort-cuda): the caption goes to the device once
+        and each step moves only latents, timestep and the output; None otherwise."""
+        step = self._session(self.graph.name)
+        if not hasattr(step, "bound_steps"):
+            return None
+        bound = step.bound_steps(self._session(CAPTION_KV.name) if self.split else None)
+        bound.set_caption(embeds, mask)
+
+        def predict(latents, timestep):
+            feeds = self.feeds(latents, embeds, mask, timestep, caption={})
+            return bound.run(feeds["latents"], feeds["timestep"])
+
+        return predict
+
     def timesteps(self, steps: int) -> np.ndarray:
         return FlowDPMSolver.from_diffusers_config(self.scheduler_config).set_timesteps(steps)
 
@@ -79,9 +94,13 @@ class FlowDenoiser:
         solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
         timesteps = solver.set_timesteps(steps)
         solver.set_begin_index(start)
-        caption = self.caption(embeds, mask)
+        # IO binding (ort-cuda) moves only latents and timestep; a controlnet's residuals need the plain feeds
+        predict = self._bound_predictor(embeds, mask) if extra_feeds is None else None
+        if predict is None:
+            caption = self.caption(embeds, mask)
+            predict = lambda latents, t: self.predict(latents, embeds, mask, t, caption, extra_feeds)  # noqa: E731
         for i, t in enumerate(timesteps[start:]):
-            output = self.predict(latents, embeds, mask, t, caption, extra_feeds)
+            output = predict(latents, t)
             latents = solver.step(self.velocity(output, guidance_scale), latents)
             if on_step:
                 on_step(i + 1, len(timesteps) - start, latents)

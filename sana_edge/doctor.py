@@ -60,7 +60,18 @@ def report() -> str:
     lines.append("build side (pip install 'sana-edge[export]'):")
     for package in ("torch", "diffusers", "transformers", "onnx"):
         lines.append(f"  {package:<16} {_version(package)}")
+    lines.append(_stale_work_folders())
     return "\n".join(lines)
+
+
+def _stale_work_folders() -> str:
+    """Staging folders left by killed exports (SIGKILL, power loss): removed, and named here."""
+    from .workdirs import remove_stale_registered
+
+    removed = remove_stale_registered()
+    if not removed:
+        return "staging folders of killed runs: none"
+    return f"staging folders of killed runs: removed {len(removed)}: " + ", ".join(map(str, removed))
 
 
 def _openvino_lines() -> list[str]:

@@ -18,7 +18,6 @@ import numpy as np
 
 from . import shapes
 from .checks import check_image_side
-from .components import TEXT_ENCODER
 from .errors import UserError
 from .fileio import write_json_atomic
 from .metrics import cosine, json_safe, psnr, sqnr_db, ssim
@@ -86,16 +85,13 @@ def _label(manifest) -> str:
 
 
 def _text_encoder_cosine(pipe_a, pipe_b, prompt: str) -> float:
-    tokens = pipe_a.tokenizer.positive(prompt)
-    feeds = {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
-    hidden = [p.session(TEXT_ENCODER.name).run(feeds)["last_hidden_state"] for p in (pipe_a, pipe_b)]
-    # Compare only what the DiT attends to: the selected, unmasked positions. Padding outputs are
-    # masked downstream, so their drift would only blur the number.
-    selected = [pipe_a.tokenizer.select(h, tokens.attention_mask) for h in hidden]
-    keep = selected[0][1][0].astype(bool)
+    # Each export's own prompt encoding (cached or not, old or new graph), compared only where the
+    # DiT attends: the selected, unmasked positions (padding never reaches the image).
+    (a, mask), (b, _) = (p.prompt_encoder.encode(prompt, None) for p in (pipe_a, pipe_b))
+    keep = mask[0].astype(bool)
     if not keep.any():
-        return cosine(hidden[0], hidden[1])
-    return cosine(selected[0][0][:, keep], selected[1][0][:, keep])
+        return cosine(a, b)
+    return cosine(a[:, keep], b[:, keep])
 
 
 def _timed_generate(pipe, prompt, latents, size, steps, guidance_scale, step_noise=None):

@@ -13,6 +13,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# mkstemp creates files readable by the owner only; the renamed file should carry the mode any
+# other new file gets (0o666 less the umask). os.umask can only be read by setting it, so once, here.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK  # for folders made by mkdtemp (0o700) that become user-visible outputs
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` to produce the file, then rename it onto `path`."""
@@ -21,6 +28,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(handle)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, FILE_MODE)
         write(tmp)
         os.replace(tmp, path)
     finally:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import write_atomic
 
 
 def to_pil(image: np.ndarray):
@@ -31,17 +32,11 @@ def png_bytes(image, metadata: dict | None = None) -> bytes:
 
 
 def save_png(image, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write `image` to `path` through a temp file and rename, so no half-written PNG remains."""
+    """Write `image` to `path` through a unique temp sibling and a rename (sana_edge.fileio), so no
+    half-written PNG remains and parallel writers to one path leave one of their images whole."""
     from PIL.PngImagePlugin import PngInfo
 
-    path = Path(path)
     info = PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(f"sana-edge:{key}", str(value))
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))

@@ -21,8 +21,6 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # How the runtime samples: "sana" (Flow-DPM-Solver with CFG, SanaPipeline) or "sprint"
 # (SCM/TrigFlow with embedded guidance, SanaSprintPipeline).
 PIPELINES = ("sana", "sprint")
-# Integer model values for which 0 is meaningful (0 controlnet blocks: no controlnet).
-_MAY_BE_ZERO = {"controlnet_layers"}
 REEXPORT = "re-run `sana-edge export`"
 
 
@@ -62,6 +60,10 @@ class ModelValues:
     intermediate_timesteps: float = 1.3
     # Blocks of the controlnet exported beside the transformer (0: none).
     controlnet_layers: int = 0
+    # The text encoder's K/V cache shape (Gemma-2-2B's by default; read from exports with a prefix cache).
+    text_layers: int = 26
+    text_kv_heads: int = 4
+    text_head_dim: int = 256
 
     @property
     def default_size(self) -> int:
@@ -82,7 +84,9 @@ class ModelValues:
                 "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
                 "transformer_layers": self.transformer_layers, "cross_attention_heads": self.cross_attention_heads,
                 "cross_attention_head_dim": self.cross_attention_head_dim,
-                "inner_dim": self.transformer_inner_dim, "controlnet_layers": self.controlnet_layers}
+                "inner_dim": self.transformer_inner_dim, "controlnet_layers": self.controlnet_layers,
+                "text_layers": self.text_layers, "text_kv_heads": self.text_kv_heads,
+                "text_head_dim": self.text_head_dim}
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -106,39 +110,60 @@ class ModelValues:
         return cls(**values)
 
 
+# Accepted range of each model value: wide enough for any SANA (and tiny test models), narrow
+# enough that a damaged or hostile manifest cannot make the runtime allocate without bound.
+_BOUNDS = {
+    "latent_channels": (1, 4096), "out_channels": (1, 8192), "vae_scale_factor": (1, 1024),
+    "vae_scaling_factor": (1e-6, 1e6), "sample_size": (1, 1024), "max_sequence_length": (2, 4096),
+    "timestep_scale": (1e-6, 1e6), "caption_channels": (1, 1 << 16), "vocab_size": (1, 1 << 24),
+    "flow_shift": (1e-6, 1e6), "decoder_block_out_channels": (1, 1 << 16), "transformer_inner_dim": (1, 1 << 20),
+    "mlp_ratio": (1e-3, 1e3), "transformer_layers": (1, 1024), "cross_attention_heads": (1, 1024),
+    "cross_attention_head_dim": (1, 4096),
+    "controlnet_layers": (0, 1024), "default_steps": (1, 1000), "default_guidance": (0.0, 1e3),
+    "guidance_embeds_scale": (0.0, 1e6), "max_timesteps": (1e-6, 1e3), "intermediate_timesteps": (1e-6, 1e3),
+}
+# Fields added later without a bound of their own: positive and not absurd.
+_DEFAULT_BOUNDS = {"int": (1, 1 << 20), "float": (1e-6, 1e6), "tuple[int, ...]": (1, 1 << 20)}
+_MAX_INSTRUCTION_CHARS = 100_000
+
+
 def _typed(name: str, kind: str, value, where: str):
-    """Convert a JSON value to the field's declared type, refusing what does not fit."""
-    bad = UserError(f"{where}: model value {name}={value!r} is not a valid {kind.replace('tuple[', '').rstrip(']')}; {REEXPORT}")
-    try:
-        if kind == "int":
-            lowest = 0 if name in _MAY_BE_ZERO else 1
-            if isinstance(value, bool) or not float(value).is_integer() or int(value) < lowest:
-                raise bad
-            return int(value)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if kind == "str":
-            if not isinstance(value, str):
-                raise bad
-            return value
-        if kind == "float":
-            number = float(value)
-            if isinstance(value, bool) or not (abs(number) < float("inf")):
-                raise bad
-            return number
-        if kind == "tuple[str, ...]":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise bad
-            return tuple(value)
-        if kind == "tuple[int, ...]":
-            if not isinstance(value, list) or not value or not all(isinstance(v, int) and v > 0 for v in value):
-                raise bad
-            return tuple(value)
-    except (TypeError, ValueError):
-        raise bad from None
+    """Convert a JSON value to the field's declared type, refusing what does not fit or is out of range."""
+    low, high = _BOUNDS.get(name) or _DEFAULT_BOUNDS.get(kind, (None, None))
+    label = kind.replace("tuple[", "list of ").replace(", ...]", "s").rstrip("]")
+    bad = UserError(f"{where}: model value {name}={_short(value)} is not a valid {label}"
+                    + (f" within {low}..{high}" if low is not None else "") + f"; {REEXPORT}")
+
+    def number(item, integer: bool):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise bad
+        if integer and not (isinstance(item, int) or float(item).is_integer()):
+            raise bad
+        item = int(item) if integer else float(item)
+        if not (low <= item <= high):  # also refuses nan (every comparison is False) and inf
+            raise bad
+        return item
+
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "str" and isinstance(value, str) and len(value) <= 64:
+        return value
+    if kind in ("int", "float"):
+        return number(value, kind == "int")
+    if not isinstance(value, list):
+        raise bad
+    if kind == "tuple[str, ...]":
+        if not all(isinstance(v, str) for v in value) or sum(map(len, value)) > _MAX_INSTRUCTION_CHARS:
+            raise bad
+        return tuple(value)
+    if kind == "tuple[int, ...]" and 1 <= len(value) <= 16:
+        return tuple(number(v, True) for v in value)
     raise bad
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -169,6 +194,11 @@ def component_record(file: Path, validation: list, extra: dict | None = None, mo
     entry["validation"] = validation
     entry.update(extra or {})
     return entry
+
+
+def file_record(file: Path, extra: dict | None = None) -> dict:
+    """A support file's manifest entry (e.g. the prompt cache): name, sha256, size, and `extra`."""
+    return {"file": file.name, "sha256": sha256_file(file), "bytes": file.stat().st_size, **(extra or {})}
 
 
 def folder_records(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
@@ -227,6 +257,12 @@ class Manifest:
         return config
 
     @property
+    def prompt_cache_path(self) -> Path | None:
+        """The text encoder's prompt cache (sana_edge.prompt_cache); None in exports made before it."""
+        record = self.data.get("prompt_cache")
+        return self.path(record["file"]) if record else None
+
+    @property
     def graph_format(self) -> str:
         """"onnx", or "openvino" for the IR of a `--target openvino` export."""
         value = self.data.get("graph_format", "onnx")
@@ -247,46 +283,91 @@ class Manifest:
             listed.update(entry.get("external_data") or {})
         for entry in (self.engines.get("components") or {}).values():
             listed[entry["file"]] = entry["sha256"]
+        if self.data.get("prompt_cache"):
+            listed[self.data["prompt_cache"]["file"]] = self.data["prompt_cache"]["sha256"]
         return listed
 
 
 def inside(root: Path, relative) -> Path:
     """`root / relative`, refused when `relative` is absolute, climbs out, or a symlink leaves root."""
-    if not isinstance(relative, str) or not relative:
-        raise UserError(f"export '{root}' lists a file path {relative!r} that is not a relative path; {REEXPORT}")
+    if not isinstance(relative, str) or not relative or len(relative) > 1024 or "\0" in relative:
+        raise UserError(f"export '{root}' lists a file path {_short(relative)} that is not a relative path; {REEXPORT}")
     pure = PurePosixPath(relative)
-    if pure.is_absolute() or relative.startswith(("\\", "/")) or ":" in pure.parts[0] or ".." in pure.parts:
+    drive = any(":" in part for part in pure.parts[:1])  # C:\\... on Windows
+    if pure.is_absolute() or relative.startswith(("\\", "/")) or drive or not pure.parts or ".." in pure.parts:
         raise UserError(f"export '{root}' lists '{relative}', which points outside the folder; refusing to read it "
                         f"({REEXPORT} or use an export you trust)")
     path = root / pure
-    resolved_root = root.resolve()
-    if path.exists() and not path.resolve().is_relative_to(resolved_root):
+    try:
+        leaves = path.exists() and not path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop, a name the filesystem refuses
+        raise UserError(f"'{relative}' in export '{root}' cannot be resolved (a symlink loop?); {REEXPORT}") from None
+    if leaves:
         raise UserError(f"'{relative}' in export '{root}' is a link to a file outside the folder; refusing to follow it "
                         f"(copy the file into the folder or {REEXPORT})")
     return path
 
 
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _SHA256_HEX
+
+
 def _check_structure(data, path: Path) -> None:
+    """The manifest's shape, before any value of it is used: one line naming the first defect."""
+    from .components import SINGLE_GRAPH, SPLIT_GRAPH, TRANSFORMER_STEP
+
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a sana-edge manifest (a JSON object); {REEXPORT}")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise UserError(f"{path} has format version {version!r}, this sana-edge reads version {FORMAT_VERSION}; "
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise UserError(f"{path} has format version {_short(version)}, this sana-edge reads version {FORMAT_VERSION}; "
                         "re-export the model with this version of sana-edge")
-    if data.get("precision") not in PRECISIONS:
-        raise UserError(f"{path} has precision {data.get('precision')!r}, not one of {', '.join(PRECISIONS)}; {REEXPORT}")
+    if not isinstance(data.get("precision"), str) or data["precision"] not in PRECISIONS:
+        raise UserError(f"{path} has precision {_short(data.get('precision'))}, not one of {', '.join(PRECISIONS)}; {REEXPORT}")
     components = data.get("components")
     if not isinstance(components, dict) or not components:
         raise UserError(f"{path} lists no components; {REEXPORT}")
+    layout = SPLIT_GRAPH if TRANSFORMER_STEP.name in components else SINGLE_GRAPH  # as the pipeline picks
+    missing = [name for name in layout if name not in components]
+    if missing:
+        raise UserError(f"{path} lacks the component(s) {', '.join(missing)}; {REEXPORT}")
     for name, entry in components.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not isinstance(entry.get("sha256"), str):
-            raise UserError(f"{path}: component '{name}' has no file and sha256; {REEXPORT}")
+        _check_file_entry(entry, f"{path}: component '{name}'")
+        bytes_ = entry.get("bytes")
+        if isinstance(bytes_, bool) or not isinstance(bytes_, int) or bytes_ < 0:
+            raise UserError(f"{path}: component '{name}' has no valid size in bytes; {REEXPORT}")
+        _check_hash_map(entry.get("external_data"), f"{path}: component '{name}' external_data")
     for key in ("tokenizer", "scheduler_config"):
         if not isinstance(data.get(key), str):
             raise UserError(f"{path} names no {key} file; {REEXPORT}")
-    for key in ("files", "engines"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise UserError(f"{path}: '{key}' is not a JSON object; {REEXPORT}")
+    _check_hash_map(data.get("files"), f"{path}: 'files'")
+    engines = data.get("engines")
+    if engines is not None:
+        if not isinstance(engines, dict) or not isinstance(engines.get("components", {}), dict):
+            raise UserError(f"{path}: 'engines' is not a valid engine record; {REEXPORT}")
+        if "flavor" in engines and not isinstance(engines["flavor"], str):
+            raise UserError(f"{path}: the engines' flavor {_short(engines['flavor'])} is not a name; {REEXPORT}")
+        for name, entry in engines.get("components", {}).items():
+            _check_file_entry(entry, f"{path}: engine '{name}'")
+    cache = data.get("prompt_cache")  # optional: exports made before the prefix cache lack it
+    if cache is not None:
+        _check_file_entry(cache, f"{path}: 'prompt_cache'")
+
+
+def _check_file_entry(entry, where: str) -> None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not _is_sha256(entry.get("sha256")):
+        raise UserError(f"{where} has no file and sha256; {REEXPORT}")
+
+
+def _check_hash_map(value, where: str) -> None:
+    """A {relative path: sha256} record (optional)."""
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(_is_sha256(digest) for digest in value.values()):
+        raise UserError(f"{where} is not a map of file paths to sha256 hashes; {REEXPORT}")
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:

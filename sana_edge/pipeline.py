@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import get_backend
-from .checks import check_image_side
+from .checks import MEMORY_BUDGET, check_finite, check_generation, check_image_side, check_initial_latents, check_text
 from .components import DECODER, ENCODER, STAGES, TEXT_ENCODER, TRANSFORMER, TRANSFORMER_STEP
 from .control import check_control, control_feeds
 from .errors import UserError
@@ -20,9 +20,35 @@ from .manifest import Manifest, load_manifest
 from .memory import PeakMemory
 from .planner import MemoryPlan, plan_memory
 from .prompt import PromptTokenizer
-from .sampling import Noise, Sampler
+from .prompt_cache import load_prompt_cache
+from .sampling import Noise, Sampler, Schedule
 from .text_encoding import PromptEncoder
 from .tiling import decode_tiled
+
+
+# What a non-finite latent or image most likely means: graphs that were modified or damaged.
+_BROKEN_GRAPHS = "the export's graphs are damaged or were modified: run without --no-verify, or re-export"
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run's checked arguments and memory plan (SanaEdgePipeline.prepare)."""
+
+    height: int
+    width: int
+    latents: np.ndarray  # initial noise, float32
+    seed: int | None
+    plan: MemoryPlan
+    steps: int
+    guidance_scale: float
+    schedule: Schedule  # the steps taken (image-to-image starts later; Sprint's TrigFlow times)
+    noise: Noise  # the initial noise and Sprint's per-step noise
+    pixels: np.ndarray | None = None  # image-to-image input, in [-1, 1]
+    control: np.ndarray | None = None  # ControlNet condition image, in [-1, 1]
 
 
 @dataclass
@@ -39,17 +65,27 @@ class SanaEdgePipeline:
     def __init__(self, manifest: Manifest, backend, max_memory: int | None = None, keep_loaded: bool | None = None):
         """`keep_loaded`: None (default) keeps sessions loaded across calls when the memory plan fits
         them all, True asks for it (noted when it does not fit), False releases each stage after use."""
+        if max_memory is not None:
+            MEMORY_BUDGET.check("max_memory (bytes)", max_memory)
         self.manifest = manifest
         self.backend = backend
         self.max_memory, self.keep_loaded = max_memory, keep_loaded
         model = manifest.model
-        self.tokenizer = PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction,
-                                         model.max_sequence_length)
+        try:
+            self.tokenizer = PromptTokenizer(manifest.tokenizer_path, model.complex_human_instruction,
+                                             model.max_sequence_length)
+        except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise UserError(f"{manifest.tokenizer_path} is not a tokenizer file ({_reason(exc)}); re-run `sana-edge export`") from None
         self.scheduler_config = manifest.scheduler_config
-        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session)
-        # Flow-DPM-Solver (single or split transformer graphs) or Sana-Sprint's SCM sampler
-        self.sampler = Sampler(model, self.scheduler_config, self.session,
-                               split=TRANSFORMER_STEP.name in manifest.components)
+        cache_path = manifest.prompt_cache_path
+        cache = load_prompt_cache(cache_path, model) if cache_path is not None else None
+        self.prompt_encoder = PromptEncoder(self.tokenizer, self.session, cache=cache, model=model)
+        try:
+            # Flow-DPM-Solver (single or split transformer graphs) or Sana-Sprint's SCM sampler
+            self.sampler = Sampler(model, self.scheduler_config, self.session,
+                                   split=TRANSFORMER_STEP.name in manifest.components)
+        except (TypeError, ValueError, KeyError) as exc:  # a config value of the wrong type
+            raise UserError(f"the export's scheduler config is not valid ({_reason(exc)}); re-run `sana-edge export`") from None
         self.denoiser = self.sampler.denoiser
         self.image_encoder = ImageEncoder(manifest, self.session)
         self._sessions: dict = {}
@@ -163,6 +199,35 @@ class SanaEdgePipeline:
 
     # -- whole run ----------------------------------------------------------------------------
 
+    def prepare(self, prompt: str, negative_prompt: str = "", height: int | None = None, width: int | None = None,
+                steps: int | None = None, guidance_scale: float | None = None, seed: int | None = None,
+                latents: np.ndarray | None = None, step_noise: np.ndarray | None = None, timesteps=None,
+                image=None, strength: float = 0.6, control_image=None, control_scale: float = 1.0) -> PreparedRun:
+        """Check every argument of a run (see `generate`), load its input images and plan its memory,
+        before any model work (`sana-edge run --dry-run`)."""
+        check_text("prompt", prompt)
+        check_text("negative prompt", negative_prompt)
+        model = self.manifest.model
+        steps = model.default_steps if steps is None else steps
+        guidance_scale = model.default_guidance if guidance_scale is None else guidance_scale
+        check_generation(steps, guidance_scale, seed)
+        factor = model.vae_scale_factor
+        pixels, control, height, width = self._input_images(image, control_image, control_scale, height, width)
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
+        check_image_side("height", height, factor)
+        check_image_side("width", width, factor)
+        schedule = self.sampler.schedule(steps, negative_prompt, timesteps, strength if image is not None else None,
+                                         step_noise)
+        shape = (1, model.latent_channels, height // factor, width // factor)
+        if latents is not None:
+            latents = check_initial_latents(latents, shape, f"{height}x{width} px")
+        noise = Noise(shape, schedule.noisy_steps, seed, latents, step_noise)
+        plan = self.plan(height, width, encode=pixels is not None or control is not None)  # a budget no plan fits fails here
+        self.backend.check_size(self.manifest, height, width)
+        return PreparedRun(height, width, noise.initial, noise.seed, plan, steps, guidance_scale, schedule, noise,
+                           pixels, control)
+
     def generate(
         self,
         prompt: str,
@@ -190,40 +255,32 @@ class SanaEdgePipeline:
         `output_type="latent"` stops before the decoder (result.image is None), as diffusers'."""
         if output_type not in ("pil", "latent"):
             raise UserError(f"output_type must be 'pil' or 'latent' (got {output_type!r})")
-        model = self.manifest.model
-        factor = model.vae_scale_factor
-        steps = model.default_steps if steps is None else steps
-        guidance_scale = model.default_guidance if guidance_scale is None else guidance_scale
-        pixels, control, height, width = self._input_images(image, control_image, control_scale, height, width)
-        height = self.default_size if height is None else height
-        width = self.default_size if width is None else width
-        check_image_side("height", height, factor)
-        check_image_side("width", width, factor)
-        schedule = self.sampler.schedule(steps, negative_prompt, timesteps, strength if image is not None else None,
-                                         step_noise)
-        shape = (1, model.latent_channels, height // factor, width // factor)
-        noise = Noise(shape, schedule.noisy_steps, seed, latents, step_noise)
-
-        plan = self.plan(height, width, encode=pixels is not None or control is not None)  # a budget no plan fits fails here
-        self.backend.check_size(self.manifest, height, width)
+        run = self.prepare(prompt, negative_prompt, height, width, steps, guidance_scale, seed, latents, step_noise,
+                           timesteps, image, strength, control_image, control_scale)
+        plan, guidance_scale = run.plan, run.guidance_scale
         timings, memory = {}, {}
         negative = self.sampler.negative(negative_prompt, guidance_scale)
         embeds, mask = self._stage(TEXT_ENCODER.name, plan, timings, memory,
                                    lambda: self.encode_prompts(prompt, negative))
-        image_latents = None
-        if pixels is not None or control is not None:
+        image_latents, control = None, run.control
+        if run.pixels is not None or control is not None:
             encode = lambda x: None if x is None else self.image_encoder.encode(x, plan.encoder_tile)  # noqa: E731
             image_latents, control = self._stage(ENCODER.name, plan, timings, memory,
-                                                 lambda: (encode(pixels), encode(control)))
+                                                 lambda: (encode(run.pixels), encode(control)))
         hook = control_feeds(self.manifest, self.session, control, control_scale)  # None without a controlnet
-        sample = self.sampler.initial(noise.initial, image_latents, schedule)
+        sample = self.sampler.initial(run.latents, image_latents, run.schedule)
         latents = self._stage(TRANSFORMER.name, plan, timings, memory, lambda: self.sampler.run(
-            sample, embeds, mask, schedule, guidance_scale, on_step, noise.step, hook))
+            sample, embeds, mask, run.schedule, guidance_scale, on_step, run.noise.step, hook))
         timings["denoise"] = timings.pop(TRANSFORMER.name)
+        check_finite("the denoised latents", latents, _BROKEN_GRAPHS)
         if output_type == "latent":
-            return GenerationResult(None, latents, noise.seed, timings, memory, plan)
+            return GenerationResult(None, latents, run.seed, timings, memory, plan)
         image = self._stage(DECODER.name, plan, timings, memory, lambda: self.decode(latents, plan.decoder_tile))
-        return GenerationResult(to_pil(image), latents, noise.seed, timings, memory, plan)
+        check_finite("the decoded image", image, _BROKEN_GRAPHS)
+        if image.shape[-2:] != (run.height, run.width):  # the manifest's vae_scale_factor is not the graph's
+            raise UserError(f"the decoder made a {image.shape[-1]}x{image.shape[-2]} image for {run.width}x{run.height} "
+                            f"px; the export's manifest does not match its graphs: re-run `sana-edge export`")
+        return GenerationResult(to_pil(image), latents, run.seed, timings, memory, plan)
 
     def __call__(self, prompt: str, **kwargs):
         return self.generate(prompt, **kwargs).image

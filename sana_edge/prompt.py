@@ -20,8 +20,12 @@ def read_prompt_file(path: Path, what: str = "prompts") -> list[str]:
     """One prompt per line; blank lines and lines starting with # are ignored."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what} file '{path}' does not exist; pass a text file with one prompt per line")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        problem = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise UserError(f"{what} file '{path}' {problem}; pass a text file with one prompt per line")
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} file '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     prompts = [line for line in lines if line and not line.startswith("#")]
     if not prompts:
         raise UserError(f"{what} file '{path}' holds no prompts (blank lines and # comments are ignored); add one prompt per line")
@@ -49,8 +53,12 @@ class PromptTokenizer:
         self.chi = "\n".join(complex_human_instruction) if complex_human_instruction else ""
         self.chi_tokens = len(self._tokenizer.encode(self.chi).ids) if self.chi else 0
 
+    def ids(self, text: str) -> list[int]:
+        """Token ids of `text` as the text encoder sees them (BOS first, no padding)."""
+        return self._tokenizer.encode(text).ids
+
     def _encode(self, text: str, length: int) -> TokenizedPrompt:
-        ids = self._tokenizer.encode(text).ids
+        ids = self.ids(text)
         truncated = len(ids) > length
         # Truncation keeps the head, as transformers' right truncation does (BOS stays first).
         ids = ids[:length]

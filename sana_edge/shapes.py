@@ -1,9 +1,12 @@
 """The shapes task: a seeded procedural dataset of captioned scenes, and a scorer for images.
 
 A scene is one shape (optionally two) of a named colour, size and position on a background of
-another colour, captioned "a small red circle at the top left on a blue background". Size and
-position may be left out of a caption ("a green triangle on a white background"); the renderer
-then picks them at random and the scorer does not check them. Triangles always point up.
+another colour, captioned "a small red circle at the top left on a blue background" (the
+canonical grammar, `Scene.caption`). Size and position may be left out of a caption ("a green
+triangle on a white background"); the renderer then picks them at random and the scorer does
+not check them. Triangles always point up. Other phrasings of a scene ("a little red circle in
+the upper-left corner, blue background") come from sana_edge.shape_captions, whose parser reads
+them all.
 
 The scorer (`score_image`) is classical image analysis, numpy only (like the whole runtime it
 must run without torch): background = nearest palette colour to the median border pixel;
@@ -15,11 +18,12 @@ triangle drawn in that bounding box. A miniature GenEval: see `summarize` for th
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import shape_captions
 
 # Far apart in RGB on purpose: the scorer classifies by nearest colour, and generated images
 # drift a little from the exact values.
@@ -37,7 +41,7 @@ POSITIONS = {
     "left": (0.25, 0.5), "centre": (0.5, 0.5), "right": (0.75, 0.5),
     "bottom left": (0.25, 0.75), "bottom": (0.5, 0.75), "bottom right": (0.75, 0.75),
 }
-_PREPOSITION = {"left": "on the", "right": "on the", "centre": "in the"}  # others: "at the"
+_PREPOSITION = {"left": "on", "right": "on", "centre": "in"}  # canonical grammar; others: "at"
 POSITION_JITTER = 0.045  # +- fraction of the side: stays well inside a cell (cells are 1/4 apart)
 ATTRIBUTES = ("background", "colour", "shape", "size", "position")
 
@@ -53,7 +57,7 @@ class ShapeSpec:
         words = ([self.size] if self.size else []) + [self.colour, self.shape]
         words.insert(0, article(words[0]))
         if self.position:
-            words.append(f"{_PREPOSITION.get(self.position, 'at the')} {self.position}")
+            words.append(f"{canonical_preposition(self.position)} the {self.position}")
         return " ".join(words)
 
 
@@ -74,28 +78,15 @@ def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-_COLOUR = "|".join(PALETTE)
-_POSITION = "|".join(sorted(POSITIONS, key=len, reverse=True))  # "top left" before "top"
-_OBJECT = re.compile(
-    rf"an? (?:(?P<size>small|large) )?(?P<colour>{_COLOUR}) (?P<shape>{'|'.join(SHAPES)})"
-    rf"(?: (?:on|in|at) the (?P<position>{_POSITION}))?"
-)
-_CAPTION = re.compile(rf"(?P<objects>.+) on an? (?P<background>{_COLOUR}) background")
+def canonical_preposition(position: str) -> str:
+    return _PREPOSITION.get(position, "at")
 
 
 def parse_caption(caption: str) -> Scene:
-    """Caption -> Scene; ValueError if it is not in the task's grammar."""
-    text = " ".join(caption.lower().strip().rstrip(".").split())
-    match = _CAPTION.fullmatch(text)
-    if not match:
-        raise ValueError(f"not a shapes caption: {caption!r}")
-    objects = []
-    for part in match["objects"].split(" and "):
-        obj = _OBJECT.fullmatch(part)
-        if not obj:
-            raise ValueError(f"not a shapes caption: {caption!r} (cannot read {part!r})")
-        objects.append(ShapeSpec(obj["shape"], obj["colour"], obj["size"], obj["position"]))
-    return Scene(tuple(objects), match["background"])
+    """Caption in any phrasing sana_edge.shape_captions writes -> Scene; ValueError if it is not a
+    shapes caption (no "<colour> background", an unknown word, an unknown colour or shape)."""
+    background, objects = shape_captions.parse(caption, PALETTE, SHAPES)
+    return Scene(tuple(ShapeSpec(*obj) for obj in objects), background)
 
 
 def is_caption(text: str) -> bool:
@@ -107,9 +98,10 @@ def is_caption(text: str) -> bool:
 
 
 def is_held_out(caption: str, every: int = 10) -> bool:
-    """A fixed 1-in-`every` split of the caption space, by a stable hash: training never draws
-    these captions, so the benchmark measures captions the model has not seen."""
-    return zlib.crc32(caption.encode()) % every == 0
+    """A fixed 1-in-`every` split of the scenes, by a stable hash of the canonical caption:
+    training never draws these scenes (in any phrasing), so the benchmark measures captions the
+    model has not seen."""
+    return zlib.crc32(parse_caption(caption).caption.encode()) % every == 0
 
 
 # -- sampling and rendering --------------------------------------------------------------------
@@ -173,6 +165,36 @@ def dataset(seed: int, count: int, size: int = 128, two_shapes: float = 0.0, spl
             continue
         items.append((render(scene, rng, size), scene.caption))
     return items
+
+
+EVAL_KINDS = {
+    "grammar": "held-out scenes in the canonical grammar",
+    "template": "held-out scenes in held-out paraphrase templates",
+    "pair": "held-out scenes in training templates with a held-out word pair",
+}
+
+
+def held_out_captions(count: int, seed: int, kind: str = "grammar") -> list[str]:
+    """`count` captions of held-out scenes (never drawn in training, in any phrasing), written
+    as `kind` says (see EVAL_KINDS). Deterministic for the same arguments."""
+    if kind not in EVAL_KINDS:
+        raise ValueError(f"unknown caption kind {kind!r}; one of {', '.join(EVAL_KINDS)}")
+    rng = np.random.default_rng(seed)
+    captions: list[str] = []
+    while len(captions) < count:
+        scene = sample_scene(rng)
+        if not is_held_out(scene.caption):
+            continue
+        if kind == "grammar":
+            captions.append(scene.caption)
+        elif kind == "template":
+            captions.append(shape_captions.paraphrase(scene, rng, shape_captions.HELD_OUT_TEMPLATES))
+        else:
+            try:
+                captions.append(shape_captions.paraphrase(scene, rng, held_out_pairs=True))
+            except ValueError:  # no held-out pair fits this scene (e.g. no "upper right" but top left)
+                continue
+    return captions
 
 
 # -- scorer ------------------------------------------------------------------------------------

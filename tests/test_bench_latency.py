@@ -103,7 +103,7 @@ def test_fp16_traced_graph_upcasts_to_an_equivalent_fp32_graph(tmp_path):
     feeds = sample_inputs(spec, {**dims, **spec.validation_shapes[0]})
     output = ort.InferenceSession(str(tmp_path / "text_encoder.onnx")).run(None, feeds)[0]
     with torch.no_grad():
-        expected = reference(*[torch.from_numpy(feeds[n]) for n in spec.input_names]).numpy()
+        expected = reference(*[torch.from_numpy(feeds[n]) for n in spec.input_names])[0].numpy()  # last hidden state
     assert output.dtype == np.float32
     np.testing.assert_allclose(output, expected, atol=2e-4 * float(np.abs(expected).max()))
 
@@ -135,3 +135,23 @@ def test_sprint_models_run_at_batch_1_with_guidance_and_total_1_2_4_steps():
     text = markdown(result)
     assert "total 2 steps (s) | total 1 steps (s) | total 4 steps (s)" in text and "batch 1" in text
     assert "CPU ISA: AVX2" in text
+
+
+def test_text_encoder_latency_benchmark_measures_every_path_and_records_the_isa(tmp_path):
+    """benchmarks.text_encoder_latency on the tiny model: every path encodes the same prompt, the
+    cached one runs only the prompt's tokens, and the results carry the CPU's ISA."""
+    import json
+
+    from benchmarks.text_encoder_latency import PATHS, main
+
+    result = main(["--model", "tiny", "--precisions", "fp32,int4", "--repeats", "1", "--prompt-tokens", "12",
+                   "--instruction-tokens", "40", "--cache", str(tmp_path / "graphs"), "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "text_encoder_latency.json").read_text())
+    from sana_edge.cpu import cpu_features
+
+    assert saved["machine"]["isa"] == cpu_features().describe() and saved["machine"]["int8_dot"] in (True, False)
+    for entry in result["precisions"].values():
+        assert set(entry["median_s"]) == set(PATHS) and entry["finite"]
+        assert entry["prefix_tokens"] == 39  # the instruction's last token merges with the prompt
+        assert all(c >= 0.99999 for c in entry["cosine_vs_cached"].values())
+    assert "| fp32 |" in (tmp_path / "text_encoder_latency.md").read_text()

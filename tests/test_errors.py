@@ -100,8 +100,8 @@ def test_run_manifest_of_unknown_version(capsys, export_copy, tmp_path):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (("--height", "100"), "height 100"), (("--width", "0"), "width 0"),
-    (("--height", "-64"), "height -64"), (("--steps", "0"), "steps"),
+    (("--height", "100"), "height 100"), (("--width", "0"), "'--width': 0 is outside 32..8192"),
+    (("--height", "-64"), "'--height': -64 is outside"), (("--steps", "0"), "steps"),
 ])
 def test_run_bad_sizes_and_steps(capsys, tiny_export, tmp_path, extra, needle):
     _assert_one_line_error(*_run_model(capsys, tiny_export, tmp_path, *extra), needle)

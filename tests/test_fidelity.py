@@ -198,10 +198,16 @@ def test_prompts_file_without_prompts(capsys, tiny_export, tmp_path):
     _assert_refused(capsys, tmp_path, tiny_export, tiny_export, "--prompts", empty, needles=("no prompts",))
 
 
-@pytest.mark.parametrize("size", [100, 0, -64])
-def test_size_not_a_multiple_of_the_vae_factor(capsys, tiny_export, tmp_path, size):
+def test_size_not_a_multiple_of_the_vae_factor(capsys, tiny_export, tmp_path):
+    _assert_refused(capsys, tmp_path, tiny_export, tiny_export, "--size", 100, "--steps", 1,
+                    needles=("size 100", "multiple of 32"))
+
+
+@pytest.mark.parametrize("size", [0, -64])
+def test_size_outside_its_range(capsys, tiny_export, tmp_path, size):
+    """Sizes below 32 px are refused while parsing (sana_edge.checks.IMAGE_SIDE), before any model loads."""
     _assert_refused(capsys, tmp_path, tiny_export, tiny_export, "--size", size, "--steps", 1,
-                    needles=(f"size {size}", "multiple of 32"))
+                    needles=(f"'--size': {size} is outside 32..8192",))
 
 
 def test_zero_steps(capsys, tiny_export, tmp_path):

@@ -42,12 +42,27 @@ def _drop_softcapping(graph: onnx.ModelProto) -> None:
             node.op_type = "Identity"
 
 
-def make_optimum_folder(export, checkpoint, folder, sdpa=False):
+@pytest.fixture(scope="module")
+def optimum_text_encoder(diffusers_pipe, tiny_single_export, tmp_path_factory):
+    """Gemma-2 as optimum-cli exports it: whole sequences, no past K/V cache (sana-edge's own
+    graph takes a past; the full-sequence graph is traced here from the same weights)."""
+    from sana_edge.components import LEGACY_TEXT_ENCODER
+    from sana_edge.export.onnx_export import export_component
+    from sana_edge.export.wrappers import LegacyTextEncoderWrapper
+    from sana_edge.manifest import load_manifest
+
+    path = tmp_path_factory.mktemp("optimum-text") / "text_encoder.onnx"
+    dims = load_manifest(tiny_single_export).model.dims()
+    export_component(LEGACY_TEXT_ENCODER, LegacyTextEncoderWrapper(diffusers_pipe).eval(), dims, path)
+    return path
+
+
+def make_optimum_folder(export, checkpoint, folder, text_encoder, sdpa=False):
     """An optimum-onnx Sana export of the tiny checkpoint, laid out as optimum writes it."""
     folder.mkdir()
     for name, source in CHECKPOINT_FOLDER.items():
         (folder / name).mkdir()
-        graph = onnx.load(str(export / f"{name}.onnx"))
+        graph = onnx.load(str(text_encoder if name == "text_encoder" else export / f"{name}.onnx"))
         _rename(graph, OPTIMUM_NAMES)
         if sdpa and name == "text_encoder":
             _drop_softcapping(graph)
@@ -84,6 +99,34 @@ def test_convert_writes_the_layout_optimum_loads(tiny_single_export, tmp_path):
     assert (out / "scheduler" / "scheduler_config.json").is_file()
 
 
+def test_converted_text_encoder_is_the_export_graph_with_an_empty_past(tiny_single_export, optimum_text_encoder, tmp_path):
+    """optimum feeds whole sequences: the converted graph has no past K/V, computes what the
+    export's graph computes with an empty past, and what optimum's own full-sequence graph does."""
+    import onnxruntime as ort
+
+    from sana_edge.components import ATTENTION_MASK, INPUT_IDS
+    from sana_edge.manifest import load_manifest
+
+    assert main(["convert", str(tiny_single_export), "-o", str(tmp_path / "optimum")]) == 0
+    converted = onnx.load(str(tmp_path / "optimum" / "text_encoder" / "model.onnx"))
+    own = onnx.load(str(tiny_single_export / "text_encoder.onnx"))
+    assert len(converted.graph.node) < len(own.graph.node)  # the new-K/V outputs' own nodes are gone
+    rng = np.random.default_rng(3)
+    ids = rng.integers(4, 200, (2, 19)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 11:] = 0
+    feeds = {INPUT_IDS: ids, ATTENTION_MASK: mask}
+    model = load_manifest(tiny_single_export).model
+    past = np.zeros((model.text_layers, 2, model.text_kv_heads, 0, model.text_head_dim), np.float32)
+    got = ort.InferenceSession(converted.SerializeToString()).run(["last_hidden_state"], feeds)[0]
+    with_past = ort.InferenceSession(own.SerializeToString()).run(
+        ["last_hidden_state"], {**feeds, "past_keys": past, "past_values": past})[0]
+    plain = ort.InferenceSession(str(optimum_text_encoder)).run(["last_hidden_state"], feeds)[0]
+    assert np.array_equal(got, with_past)
+    keep = mask.astype(bool)
+    np.testing.assert_allclose(got[keep], plain[keep], atol=1e-4 * float(np.abs(plain).max()))
+
+
 def test_convert_then_import_gives_the_same_image(tiny_single_export, tmp_path):
     assert main(["convert", str(tiny_single_export), "-o", str(tmp_path / "optimum")]) == 0
     with warnings.catch_warnings():
@@ -95,8 +138,9 @@ def test_convert_then_import_gives_the_same_image(tiny_single_export, tmp_path):
     assert np.array_equal(_image(tmp_path / "back"), _image(tiny_single_export))
 
 
-def test_import_optimum_export_validates_and_warns_about_sdpa(tiny_single_export, tiny_checkpoint, tmp_path, capsys):
-    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum", sdpa=True)
+def test_import_optimum_export_validates_and_warns_about_sdpa(tiny_single_export, tiny_checkpoint, optimum_text_encoder, tmp_path,
+                                                           capsys):
+    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum", optimum_text_encoder, sdpa=True)
     assert main(["import", str(folder), "-o", str(tmp_path / "imported"), "--checkpoint", str(tiny_checkpoint)]) == 0
     err = capsys.readouterr().err
     assert "warning: " in err and "SDPA" in err and "cosine" in err, err
@@ -107,8 +151,9 @@ def test_import_optimum_export_validates_and_warns_about_sdpa(tiny_single_export
     assert np.abs(_image(tmp_path / "imported") - _image(tiny_single_export)).max() <= 2
 
 
-def test_import_without_checkpoint_warns_that_sdpa_is_unmeasured(tiny_single_export, tiny_checkpoint, tmp_path, capsys):
-    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum", sdpa=True)
+def test_import_without_checkpoint_warns_that_sdpa_is_unmeasured(tiny_single_export, tiny_checkpoint, optimum_text_encoder, tmp_path,
+                                                           capsys):
+    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum", optimum_text_encoder, sdpa=True)
     assert main(["import", str(folder), "-o", str(tmp_path / "imported")]) == 0
     assert "--checkpoint" in capsys.readouterr().err
     entries = json.loads((tmp_path / "imported" / "manifest.json").read_text())["components"]["transformer"]["validation"]
@@ -116,8 +161,9 @@ def test_import_without_checkpoint_warns_that_sdpa_is_unmeasured(tiny_single_exp
 
 
 @pytest.mark.parametrize("missing", ["transformer/model.onnx", "vae_decoder/config.json", "tokenizer/tokenizer.json"])
-def test_import_folder_missing_a_component(tiny_single_export, tiny_checkpoint, tmp_path, capsys, missing):
-    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum")
+def test_import_folder_missing_a_component(tiny_single_export, tiny_checkpoint, optimum_text_encoder, tmp_path, capsys,
+                                           missing):
+    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum", optimum_text_encoder)
     (folder / missing).unlink()
     code = main(["import", str(folder), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
@@ -126,8 +172,9 @@ def test_import_folder_missing_a_component(tiny_single_export, tiny_checkpoint, 
     assert not (tmp_path / "out").exists()
 
 
-def test_import_graph_with_other_names(tiny_single_export, tiny_checkpoint, tmp_path, capsys):
-    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum")
+def test_import_graph_with_other_names(tiny_single_export, tiny_checkpoint, optimum_text_encoder, tmp_path,
+                                                           capsys):
+    folder = make_optimum_folder(tiny_single_export, tiny_checkpoint, tmp_path / "optimum", optimum_text_encoder)
     graph = onnx.load(str(folder / "vae_decoder" / "model.onnx"))
     _rename(graph, {"latent_sample": "z"})
     onnx.save(graph, str(folder / "vae_decoder" / "model.onnx"))

@@ -200,6 +200,26 @@ def test_text_encoder_bits_replaces_only_the_text_encoder_config():
     assert override["transformer"] == base["transformer"] and override["vae_decoder"] == base["vae_decoder"]
 
 
+@pytest.mark.parametrize("which", ["int8_export", "int4_export"])
+def test_quantized_text_encoder_validates_with_a_past_and_its_prompt_cache_matches_it(which, request):
+    """The cache is computed with the quantized graph, so cached encoding equals uncached for it."""
+    from sana_edge.metrics import cosine
+    from sana_edge.text_encoding import PromptEncoder
+
+    export = request.getfixturevalue(which)
+    manifest = load_manifest(export)
+    pasts = {entry["shape"]["past_sequence"] for entry in manifest.components["text_encoder"]["validation"]}
+    assert 0 in pasts and max(pasts) > 0
+    assert min(manifest.data["prompt_cache"]["check_cosine"].values()) >= 0.9999
+    pipe = SanaEdgePipeline.from_export(export)
+    cached = pipe.prompt_encoder
+    uncached = PromptEncoder(pipe.tokenizer, pipe.session, model=manifest.model, remember=0)
+    (a, mask), (b, _) = cached.encode("a small red circle on a blue background", ""), uncached.encode(
+        "a small red circle on a blue background", "")
+    keep = mask.astype(bool)
+    assert np.isfinite(a).all() and cosine(a[keep], b[keep]) >= 0.99999
+
+
 def test_calibrated_graphs_are_validated_on_held_out_trajectories(int8_export):
     """Calibrated graphs are checked against the fp32 graph on inputs from sampler trajectories
     the scales never saw; weight-only graphs stay checked against PyTorch on random inputs."""

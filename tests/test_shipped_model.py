@@ -1,9 +1,11 @@
 """The shipped shapes-SANA, exported and run through the torch-free runtime, still draws what its
 captions say: a regression in export, runtime or quantization that breaks images fails here.
 
-Thresholds come from benchmarks/results/shapes_score.md (120 held-out captions) and from these
-8 captions measured the same way; they sit a margin below the measurement so that float
-differences between CPUs do not flip the test, while broken images (score ~20-40%) fail it.
+The captions are a fixed slice of the committed evaluation set (benchmarks/shapes_eval_set.json):
+held-out scenes as grammar captions and in held-out paraphrase templates. Thresholds come from
+benchmarks/results/shapes_score.md and from this slice measured the same way; they sit a margin
+below the measurement so that float differences between CPUs do not flip the test, while broken
+images (score ~20-40%) or a lost caption fail it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import pytest
 from sana_edge import shapes
 from sana_edge.default_model import BUILTIN_NAME, EXAMPLE_PROMPT, default_export_dir, shipped_checkpoint
 
-CAPTIONS = 8
-# Measured on these 8 captions: fp32 95.0%, int8 97.5% (120 captions: 94.0% / 93.3%). One
-# wrong attribute in 8 captions costs 2.5-4 points, so 0.85 allows ~3 flips; broken images
-# (noise, flat colour, a lost caption) score 20-50%.
-MIN_SCORE = {"fp32": 0.85, "int8": 0.85}
+PER_KIND = 8  # the first 8 captions of each guarded kind of the evaluation set
+# Minimum task score per kind of caption on this slice. One wrong attribute in 8 captions costs
+# 2.5-4 points of a kind's score, so 0.85 allows ~3 flips; broken images (noise, flat colour, a
+# lost caption) score 20-50%. The shipped model (frozen random text encoder, trained on the
+# grammar only) scores 100% / 100% (fp32 / int8) on the grammar slice but 40% / 45% on the
+# held-out-template slice (benchmarks/results/shapes-compare/): held-out templates join this
+# guard, at 0.85, with the first shipped model trained on paraphrases (`sana-edge train-tiny
+# --init-from`, README).
+MIN_SCORE = {"grammar": 0.85}
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +78,16 @@ def test_run_without_an_export_says_how_to_make_one(tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_exported_model_draws_its_captions(exports, precision):
-    from benchmarks.shapes_score import NOISE_SEED, held_out_captions
+    from benchmarks.shapes_score import NOISE_SEED, load_eval_set
 
     from sana_edge import SanaEdgePipeline
 
     pipe = SanaEdgePipeline.from_export(exports[precision])
-    scores = []
-    for i, caption in enumerate(held_out_captions(CAPTIONS)):
-        image = pipe.generate(caption, steps=20, guidance_scale=4.5, seed=NOISE_SEED + i).image
-        assert np.asarray(image).std() > 5  # not a flat image
-        scores.append(shapes.score_image(image, caption))
-    summary = shapes.summarize(scores)
-    assert summary["overall"] >= MIN_SCORE[precision], summary
+    for kind, minimum in MIN_SCORE.items():
+        scores = []
+        for i, caption in enumerate(load_eval_set(PER_KIND)[kind]):
+            image = pipe.generate(caption, steps=20, guidance_scale=4.5, seed=NOISE_SEED + i).image
+            assert np.asarray(image).std() > 5  # not a flat image
+            scores.append(shapes.score_image(image, caption))
+        summary = shapes.summarize(scores)
+        assert summary["overall"] >= minimum, (kind, summary)

@@ -6,7 +6,8 @@ import warnings
 
 from ..errors import UserError
 
-BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "ort-cuda", "openvino", "tensorrt")
+ORT_CUDA_ONLY_OPTIONS = ("cuda_graph", "device_id")
 TENSORRT_ONLY_OPTIONS = ("flavor", "graphs")
 
 
@@ -33,10 +34,17 @@ def graph_backend(manifest) -> str:
     return "openvino" if manifest.graph_format == "openvino" else "onnxruntime"
 
 
+def cuda_available() -> bool:
+    """onnxruntime-gpu's CUDA provider and a GPU the driver sees (the ort-cuda backend can run)."""
+    from .ort_cuda import cuda_available as available
+
+    return available()
+
+
 def _auto(manifest, options: dict) -> tuple[str, dict]:
     """OpenVINO for an OpenVINO IR export; TensorRT when the export has engines and this machine
-    can run them; otherwise ONNX Runtime, with a BackendFallbackWarning saying why when engines
-    were there."""
+    can run them; otherwise ONNX Runtime: on the GPU (ort-cuda) when onnxruntime-gpu and a GPU
+    are here, else on the CPU, with a BackendFallbackWarning saying why when engines were there."""
     if manifest is not None and manifest.graph_format == "openvino":
         return "openvino", options
     problem = tensorrt_problem(manifest) if manifest is not None and manifest.engines else "no engines"
@@ -45,7 +53,10 @@ def _auto(manifest, options: dict) -> tuple[str, dict]:
     if manifest is not None and manifest.engines:
         warnings.warn(f"TensorRT engines not used, running on ONNX Runtime: {problem}", BackendFallbackWarning,
                       stacklevel=3)
-    return "onnxruntime", {k: v for k, v in options.items() if k not in TENSORRT_ONLY_OPTIONS}
+    options = {k: v for k, v in options.items() if k not in TENSORRT_ONLY_OPTIONS}
+    if cuda_available():
+        return "ort-cuda", options
+    return "onnxruntime", {k: v for k, v in options.items() if k not in ORT_CUDA_ONLY_OPTIONS}
 
 
 def get_backend(name: str = "onnxruntime", manifest=None, **options):
@@ -59,8 +70,14 @@ def get_backend(name: str = "onnxruntime", manifest=None, **options):
     elif manifest is not None and manifest.graph_format == "openvino" and name != "openvino":
         raise UserError(f"export '{manifest.root}' holds OpenVINO IR (made with --target openvino), which {name} cannot "
                         "run; pass --backend openvino (pip install 'sana-edge[openvino]')")
-    if device is not None and name != "openvino":
+    if name not in ("ort-cuda", "auto") and any(k in options for k in ORT_CUDA_ONLY_OPTIONS):
+        raise UserError(f"--cuda-graph applies to the ort-cuda backend; pass --backend ort-cuda (this run uses {name})")
+    if device is not None and name not in ("openvino", "ort-cuda"):
         raise UserError(f"--device chooses an OpenVINO device; add --backend openvino (this run uses {name})")
+    if name == "ort-cuda":
+        from .ort_cuda import OrtCudaBackend
+
+        return OrtCudaBackend(**options, **({"device": device} if device else {}))
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 

@@ -30,6 +30,7 @@ class OrtSession:
         optimized graphs (sana_edge.backends.ort_cache); None always optimizes from scratch."""
         import onnxruntime as ort
 
+        self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = self.memory_arena = memory_arena
@@ -51,7 +52,15 @@ class OrtSession:
         self.providers = self._session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        inputs = {k: feeds[k] for k in self.input_names}
+        try:
+            outputs = self._session.run(self.output_names, inputs)
+        except Exception as exc:  # onnxruntime's own types: a graph whose shapes disagree with the manifest
+            if isinstance(exc, MemoryError) or "bad_alloc" in str(exc) or "allocat" in str(exc).lower():
+                raise MemoryError(str(exc)) from None
+            reason = " ".join(str(exc).split())[:200]
+            raise UserError(f"onnxruntime failed running {self.path.name} ({type(exc).__name__}: {reason}); the graph "
+                            "does not fit the export's manifest: re-export with `sana-edge export CHECKPOINT -o DIR`") from None
         return dict(zip(self.output_names, outputs))
 
     def close(self) -> None:
@@ -95,12 +104,17 @@ class OnnxRuntimeBackend(HostMemoryPlanning):
         # grows in powers of two and keeps what it grew, which put a 4096 px decode in 1536 px
         # tiles at 15.2 GiB peak against a 12 GiB plan; without it 6.4 GiB, but a 1536 px decode
         # took 87.5 s instead of 56.5 s (benchmarks/results/memory.md), so unbound runs keep it.
+        from ..components import declaration_for
+
         path = manifest.component_path(name)
         # Only a verified export may use cached optimized graphs: the cache is keyed by the
         # manifest's sha256, which must be the file's.
         digest = manifest.components[name]["sha256"] if getattr(manifest, "verified", False) else None
         session = self.load(path, memory_arena=not low_memory, graph_sha256=digest)
-        manifest.spec(name).check_io_names(session.input_names, session.output_names, str(path))
+        # an export made before a contract changed follows its legacy declaration (still run),
+        # as this export's model has it (Sprint's guidance input, a controlnet's residuals)
+        declaration = declaration_for(name, session.input_names).for_model(manifest.model)
+        declaration.check_io_names(session.input_names, session.output_names, str(path))
         return session
 
     def describe(self) -> str:

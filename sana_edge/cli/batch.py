@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
+from ..checks import GUIDANCE, SEED, STEPS, THREADS
 from ..errors import UserError
-from .app import app
+from .app import app, number_option
 from .app import console as make_console
 from .serve import resolve_models
 
@@ -20,19 +21,22 @@ def batch(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the PNGs and index.jsonl (re-runs resume)."),
     model: Optional[Path] = typer.Option(
         None, "--model", "-m", help="Export folder (default: the exported built-in model)."),
-    steps: int = typer.Option(20, help="Denoising steps for lines that do not set them."),
-    guidance: float = typer.Option(4.5, help="Classifier-free guidance scale for lines that do not set it."),
-    seed: int = typer.Option(0, help="Base seed: a line without a seed gets base + its position."),
+    steps: int = number_option(20, "--steps", limit=STEPS, help="Denoising steps for lines that do not set them."),
+    guidance: float = number_option(4.5, "--guidance", limit=GUIDANCE,
+                                    help="Classifier-free guidance scale for lines that do not set it."),
+    seed: int = number_option(0, "--seed", limit=SEED, help="Base seed: a line without a seed gets base + its position."),
     size: Optional[str] = typer.Option(None, help="WxH for lines that do not set it (default: model size)."),
     negative_prompt: str = typer.Option("", help="Negative prompt for lines that do not set one."),
-    threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads in-process (default: all cores)."),
+    threads: Optional[int] = number_option(None, "--threads", limit=THREADS,
+                                           help="ONNX Runtime threads in-process (default: all cores)."),
     ray: Optional[str] = typer.Option(
         None, "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]",
         help="Run on Ray Data: join the cluster at ADDRESS (HOST:PORT or auto); alone, Ray's default "
              "(RAY_ADDRESS, else a local Ray on this machine)."),
-    workers: Optional[int] = typer.Option(
-        None, min=1, help="With --ray: actors in the pool (default: cluster CPUs / --cpus-per-worker)."),
-    cpus_per_worker: int = typer.Option(1, min=1, help="With --ray: CPUs per actor = its ONNX Runtime threads."),
+    workers: Optional[int] = number_option(
+        None, "--workers", limit=THREADS, help="With --ray: actors in the pool (default: cluster CPUs / --cpus-per-worker)."),
+    cpus_per_worker: int = number_option(1, "--cpus-per-worker", limit=THREADS,
+                                         help="With --ray: CPUs per actor = its ONNX Runtime threads."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
 ):
     """Generate one PNG per prompt into OUTDIR with index.jsonl; a re-run skips what is done."""

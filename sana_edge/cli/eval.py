@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import UserError
-from .app import app
+from ..checks import GUIDANCE, IMAGE_SIDE, SEED, STEPS, check_text
+from ..inputs import check_output_file
+from .app import app, number_option
 from .app import console as make_console
 
 
@@ -17,11 +18,12 @@ def eval_command(
     export_a: Path = typer.Argument(..., help="Reference export folder (e.g. fp32)."),
     export_b: Path = typer.Argument(..., help="Export folder to compare against it (e.g. int8)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Text file, one prompt per line (# comments and blank lines ignored)."),
-    size: int = typer.Option(512, "--size", help="Image height and width in px, a multiple of the VAE scale factor."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(
-        None, "--guidance", help="Guidance scale (default: the model's; for Sana <= 1 turns CFG off)."),
-    seed: int = typer.Option(0, "--seed", help="Noise seed of the first prompt (prompt i uses seed + i)."),
+    size: int = number_option(512, "--size", limit=IMAGE_SIDE,
+                              help="Image height and width in px, a multiple of the VAE scale factor."),
+    steps: Optional[int] = number_option(None, "--steps", limit=STEPS, help="Denoising steps (default: the model's)."),
+    guidance: Optional[float] = number_option(
+        None, "--guidance", limit=GUIDANCE, help="Guidance scale (default: the model's; for Sana <= 1 turns CFG off)."),
+    seed: int = number_option(0, "--seed", limit=SEED, help="Noise seed of the first prompt (prompt i uses seed + i)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result to this JSON file."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
 ):
@@ -30,11 +32,10 @@ def eval_command(
     from ..prompt import read_prompt_file
 
     prompt_list = read_prompt_file(prompts, "prompts") if prompts is not None else list(DEFAULT_PROMPTS)
+    for prompt in prompt_list:
+        check_text(f"prompt {prompt[:40]!r}", prompt)
     if json_out is not None:  # refuse before minutes of generation, not after
-        if json_out.is_dir():
-            raise UserError(f"--json '{json_out}' is a folder; pass a file path such as {json_out / 'eval.json'}")
-        if not json_out.parent.is_dir():
-            raise UserError(f"folder '{json_out.parent}' for --json does not exist; create it first")
+        check_output_file(json_out, ".json", "--json")
     console = make_console()
     result = compare_exports(
         export_a, export_b, prompt_list, size=size, steps=steps, guidance_scale=guidance, seed=seed,

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from .app import app, require_export_extra
+from .app import app, require_export_extra, require_extra
 from .app import console as make_console
 
 
@@ -24,7 +24,10 @@ def convert_command(
     """Write an export in another tool's folder layout (optimum-onnx's ORTSanaPipeline)."""
     if layout != "optimum":
         raise UserError(f"unknown layout '{layout}'; the one supported is optimum")
-    require_export_extra()
+    from ..manifest import load_manifest
+
+    load_manifest(export_dir)  # a missing or damaged export is one line before torch loads
+    _check_out_before_torch(out_dir, force, source=export_dir, source_name="export folder")
     from ..export.optimum_layout import convert_export
 
     convert_export(export_dir, out_dir, force=force, log=make_console().print)
@@ -39,7 +42,11 @@ def import_command(
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
 ):
     """Turn an optimum-onnx Sana export into a sana-edge export (manifest, names, validation)."""
-    require_export_extra()
+    require_extra("export", ("sana_edge.export.optimum_layout",))
+    from ..export.optimum_layout import check_optimum_folder
+
+    check_optimum_folder(optimum_dir)
+    _check_out_before_torch(out_dir, force, source=optimum_dir, source_name="optimum folder")
     import sys
     import warnings
 
@@ -51,3 +58,12 @@ def import_command(
     for warning in caught:
         if issubclass(warning.category, OptimumTraceWarning):
             print(f"warning: {warning.message}", file=sys.stderr)
+
+
+def _check_out_before_torch(out_dir: Path, force: bool, source: Path, source_name: str) -> None:
+    """Checked in a blink, before torch's seconds of import: the output, and that it is not the input."""
+    require_extra("export", ("sana_edge.export.staging",))
+    from ..export.staging import check_out_dir
+
+    check_out_dir(out_dir, force, source=source, source_name=source_name)
+    require_export_extra()

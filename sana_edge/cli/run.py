@@ -9,10 +9,13 @@ from typing import Optional
 
 import typer
 
+from ..checks import GUIDANCE, IMAGE_SIDE, MEMORY_BUDGET, SEED, STEPS
 from ..default_model import default_export_dir
 from ..errors import UserError
-from .app import app
+from .app import app, number_option
 from .app import console as make_console
+
+MEMORY_BUDGET_TEXT = "1MB..1024TB"
 
 
 @app.command()
@@ -21,14 +24,16 @@ def run(
     model: Optional[Path] = typer.Option(
         None, "--model", "-m", help="Export folder made by `sana-edge export` (default: the exported built-in model)."),
     output: Path = typer.Option(Path("image.png"), "-o", "--output", help="PNG file to write."),
-    steps: Optional[int] = typer.Option(
-        None, help="Denoising steps (default: the model's, 20 for Sana, 2 for Sana-Sprint)."),
-    guidance: Optional[float] = typer.Option(
-        None, help="Guidance scale (default: the model's, 4.5): CFG for Sana (<= 1 turns it off), the embedded "
-        "guidance for Sana-Sprint."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the initial noise (random if omitted)."),
-    height: Optional[int] = typer.Option(None, help="Image height in px, a multiple of 32 (default: model size)."),
-    width: Optional[int] = typer.Option(None, help="Image width in px, a multiple of 32 (default: model size)."),
+    steps: Optional[int] = number_option(
+        None, "--steps", limit=STEPS, help="Denoising steps (default: the model's, 20 for Sana, 2 for Sana-Sprint)."),
+    guidance: Optional[float] = number_option(
+        None, "--guidance", limit=GUIDANCE, help="Guidance scale (default: the model's, 4.5): CFG for Sana (<= 1 turns "
+        "it off), the embedded guidance for Sana-Sprint."),
+    seed: Optional[int] = number_option(None, "--seed", limit=SEED, help="Seed for the initial noise (random if omitted)."),
+    height: Optional[int] = number_option(None, "--height", limit=IMAGE_SIDE,
+                                          help="Image height in px, a multiple of 32 (default: model size)."),
+    width: Optional[int] = number_option(None, "--width", limit=IMAGE_SIDE,
+                                         help="Image width in px, a multiple of 32 (default: model size)."),
     negative_prompt: str = typer.Option("", help="Negative prompt."),
     latents: Optional[Path] = typer.Option(None, help=".npy file with the initial noise (1, C, H/32, W/32)."),
     step_noise: Optional[Path] = typer.Option(
@@ -46,47 +51,42 @@ def run(
     control_scale: float = typer.Option(1.0, help="ControlNet: the controlnet's conditioning scale."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
     backend: str = typer.Option("auto", help="auto (OpenVINO for a --target openvino export, TensorRT when the export "
-                                "has engines and a GPU is here, else ONNX Runtime), onnxruntime, openvino or tensorrt."),
+                                "has engines and a GPU is here, ONNX Runtime on the GPU (ort-cuda) with onnxruntime-gpu "
+                                "and a GPU, else ONNX Runtime on the CPU), onnxruntime, ort-cuda, openvino or tensorrt."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="ort-cuda: capture the denoising step as a CUDA graph."),
     device: Optional[str] = typer.Option(
         None, help="OpenVINO device: CPU, GPU, NPU or AUTO (with --backend openvino; default CPU)."),
     max_memory: Optional[str] = typer.Option(
-        None, help="Memory budget, e.g. 8GB (default: what the device has); sets decoder tiling and residency."),
+        None, help=f"Memory budget, e.g. 8GB (default: what the device has; {MEMORY_BUDGET_TEXT}); "
+        "sets decoder tiling and residency."),
     keep_loaded: bool = typer.Option(
         False, "--keep-loaded", help="Keep every stage loaded (when the budget allows); by default one image "
                                      "releases each stage after use, for the lowest peak memory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every input and print the memory plan; generate nothing."),
 ):
     """Generate an image from a prompt with an exported model."""
-    import numpy as np
-
+    from ..checks import check_text
     from ..image_io import save_png
+    from ..inputs import check_output_file, load_latents_file
     from ..pipeline import SanaEdgePipeline
 
+    # Everything the user named is checked before the model loads (and long before generation).
+    check_text("prompt", prompt)
+    check_text("--negative-prompt", negative_prompt)
+    check_output_file(output, ".png", "-o")
+    initial = load_latents_file(latents) if latents is not None else None
+    budget = _memory_budget(max_memory)
     if model is None:
         model = default_export_dir()
         if not (model / "manifest.json").is_file():
             raise UserError(f"no --model given and the built-in model is not exported yet ({model}); "
                             "run `sana-edge export` (or `make demo`) first, or pass --model DIR")
-    if output.suffix.lower() != ".png":
-        raise UserError(f"output '{output}' must end in .png")
-    if not output.parent.exists():
-        raise UserError(f"folder '{output.parent}' for the output does not exist; create it first")
-    initial = None
-    if latents is not None:
-        if not latents.is_file():
-            raise UserError(f"latents file '{latents}' does not exist")
-        initial = np.load(latents)
     if strength is not None and image is None:
         raise UserError("--strength applies to image-to-image; pass the input image with --image")
     extra = _family_inputs(step_noise, timesteps, image, strength, control_image, control_scale)
-    budget = None
-    if max_memory is not None:
-        from ..memory import parse_bytes
-
-        try:
-            budget = parse_bytes(max_memory)
-        except ValueError as exc:
-            raise UserError(f"--max-memory: {exc}") from None
     options = {"device": device} if device is not None else {}
+    if cuda_graph:
+        options["cuda_graph"] = True
     with warnings.catch_warnings(record=True) as at_load:  # e.g. auto not using engines this GPU cannot run
         warnings.simplefilter("always", UserWarning)
         pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
@@ -96,24 +96,31 @@ def run(
     steps = model_values.default_steps if steps is None else steps
     guidance = model_values.default_guidance if guidance is None else guidance
     console = make_console()
+    request = dict(negative_prompt=negative_prompt, height=height, width=width, steps=steps,
+                   guidance_scale=guidance, seed=seed, latents=initial, **extra)
+    if dry_run:
+        prepared = pipe.prepare(prompt, **request)
+        console.print(f"inputs are valid: {prepared.width}x{prepared.height}, {steps} steps, guidance {guidance}, "
+                      f"{pipe.manifest.precision}; nothing generated (--dry-run)")
+        console.print(prepared.plan.describe())
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    progress = Progress("denoising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    # No progress bar when stdout is not a terminal: rich would print an empty line for it.
+    progress = Progress("denoising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                        transient=True, disable=not console.is_terminal)
     with progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         task = progress.add_task("denoise", total=steps)
-        result = pipe.generate(
-            prompt, negative_prompt=negative_prompt, height=height, width=width, steps=steps,
-            guidance_scale=guidance, seed=seed, latents=initial,
-            on_step=lambda done, total, _latents: progress.update(task, completed=done, total=total), **extra,
-        )
+        result = pipe.generate(prompt, **request, on_step=lambda done, total, _latents: progress.update(
+            task, completed=done, total=total))
     _print_warnings(caught)
     image = result.image
     metadata = {
         "prompt": prompt, "negative_prompt": negative_prompt, "seed": "latents-file" if initial is not None else result.seed,
         "steps": steps, "guidance": guidance, "size": f"{image.width}x{image.height}",
         "precision": pipe.manifest.precision, "model": str(model),
-        **{k: v for k, v in (("image", image), ("strength", extra.get("strength")), ("control_image", control_image),
+        **{k: v for k, v in (("image", extra.get("image")), ("strength", extra.get("strength")), ("control_image", control_image),
                              ("control_scale", control_scale if control_image else None)) if v is not None},
     }
     save_png(image, output, metadata)
@@ -129,16 +136,11 @@ def run(
 
 def _family_inputs(step_noise, timesteps, image, strength, control_image, control_scale) -> dict:
     """generate() keywords of the Sprint, image-to-image and ControlNet options (checked there)."""
-    import numpy as np
+    from ..inputs import load_latents_file
 
     extra = {}
     if step_noise is not None:
-        if not step_noise.is_file():
-            raise UserError(f"--step-noise file '{step_noise}' does not exist; pass a .npy array")
-        try:
-            extra["step_noise"] = np.load(step_noise, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"--step-noise '{step_noise}' is not a .npy array ({type(exc).__name__})") from None
+        extra["step_noise"] = load_latents_file(step_noise, "--step-noise")
     if timesteps is not None:
         try:
             extra["timesteps"] = [float(v) for v in timesteps.split(",")]
@@ -152,6 +154,21 @@ def _family_inputs(step_noise, timesteps, image, strength, control_image, contro
     if control_image is not None:
         extra.update(control_image=control_image, control_scale=control_scale)
     return extra
+
+
+def _memory_budget(max_memory: str | None) -> int | None:
+    if max_memory is None:
+        return None
+    from ..memory import parse_bytes
+
+    try:
+        budget = parse_bytes(max_memory)
+    except ValueError as exc:
+        raise UserError(f"--max-memory: {exc}") from None
+    problem = MEMORY_BUDGET.problem(budget)
+    if problem:
+        raise UserError(f"--max-memory {max_memory} is {budget} bytes, outside {MEMORY_BUDGET_TEXT}; write e.g. 8GB")
+    return budget
 
 
 def _print_warnings(caught) -> None:

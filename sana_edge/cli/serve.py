@@ -9,9 +9,16 @@ from typing import Optional
 
 import typer
 
+from ..checks import THREADS, Limit
 from ..default_model import default_export_dir
 from ..errors import UserError
-from .app import app, require_extra
+from .app import app, number_option, require_extra
+
+PORT = Limit(0, 65535)
+QUEUE = Limit(0, 10_000)
+PIXELS = Limit(32 * 32, 8192 * 8192)  # the largest image any run makes (sana_edge.checks.IMAGE_SIDE)
+BODY_BYTES = Limit(1024, 64 << 20)
+GRACE_SECONDS = Limit(0.0, 3600.0)
 
 
 def resolve_models(models: list[Path]) -> list[Path]:
@@ -49,27 +56,34 @@ def serve(
         None, "--model", "-m", help="Export folder; repeat for several precisions (requests pick one with "
         "'precision' or 'model'). Default: the exported built-in model."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default; others need --api-key)."),
-    port: int = typer.Option(8000, min=0, max=65535, help="Port to bind."),
+    port: int = number_option(8000, "--port", limit=PORT, help="Port to bind."),
     api_key: Optional[str] = typer.Option(
         None, envvar="SANA_EDGE_API_KEY", show_envvar=True,
         help="Require 'Authorization: Bearer KEY' on the API (the page asks for it)."),
-    max_queue: int = typer.Option(4, min=0, help="Requests that may wait; beyond it: 429 with Retry-After."),
-    max_pixels: int = typer.Option(1024 * 1024, min=1, help="Largest width*height one request may ask for."),
-    max_body: int = typer.Option(256 * 1024, min=1024, help="Largest request body in bytes (413 beyond)."),
+    max_queue: int = number_option(4, "--max-queue", limit=QUEUE,
+                                   help="Requests that may wait; beyond it: 429 with Retry-After."),
+    max_pixels: int = number_option(1024 * 1024, "--max-pixels", limit=PIXELS,
+                                    help="Largest width*height one request may ask for."),
+    max_body: int = number_option(256 * 1024, "--max-body", limit=BODY_BYTES,
+                                  help="Largest request body in bytes (413 beyond)."),
     output_dir: Optional[Path] = typer.Option(
         None, help="Keep the images of `url` responses here (default: a temp folder removed at exit)."),
     cors_origin: Optional[list[str]] = typer.Option(
         None, help="Allow browser scripts from this origin (repeatable; default: none)."),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all cores)."),
-    shutdown_grace: float = typer.Option(
-        30.0, min=0, help="Seconds to let open requests finish at shutdown before cancelling them."),
+    threads: Optional[int] = number_option(None, "--threads", limit=THREADS,
+                                           help="ONNX Runtime threads (default: all cores)."),
+    shutdown_grace: float = number_option(
+        30.0, "--shutdown-grace", limit=GRACE_SECONDS,
+        help="Seconds to let open requests finish at shutdown before cancelling them."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
     ray: Optional[str] = typer.Option(
         None, "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]",
         help="Run as a Ray Serve deployment: join the cluster at ADDRESS (HOST:PORT or auto); alone, "
              "Ray's default (RAY_ADDRESS, else a local Ray)."),
-    replicas: int = typer.Option(1, min=1, help="With --ray: replicas of the server, spread over the cluster."),
-    cpus_per_replica: int = typer.Option(1, min=1, help="With --ray: CPUs per replica = its ONNX Runtime threads."),
+    replicas: int = number_option(1, "--replicas", limit=THREADS,
+                                  help="With --ray: replicas of the server, spread over the cluster."),
+    cpus_per_replica: int = number_option(1, "--cpus-per-replica", limit=THREADS,
+                                          help="With --ray: CPUs per replica = its ONNX Runtime threads."),
 ):
     """Serve images over HTTP: OpenAI Images API, a web page at /, metrics at /metrics."""
     require_extra("serve", ("starlette", "uvicorn", "prometheus_client"))
