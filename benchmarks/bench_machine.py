@@ -8,10 +8,12 @@ reaches on this machine: numpy (its BLAS), onnxruntime MatMul fp32 and MatMulInt
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -148,3 +150,13 @@ def describe(threads: int) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def write_json_and_markdown(folder: Path, stem: str, result: dict, markdown: str) -> None:
+    """`folder/stem.json` and `folder/stem.md`, each written whole or not at all; echo the table."""
+    from sana_edge.fileio import write_text_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(folder / f"{stem}.md", markdown)
+    print(markdown)

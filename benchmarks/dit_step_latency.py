@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -22,12 +21,6 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _isa() -> str:
-    from sana_edge.cpu import cpu_features
-
-    return cpu_features().describe()
 
 
 def build_transformer(model: str):
@@ -65,6 +58,8 @@ def main(argv=None) -> dict:
 
     import onnx
     import torch
+
+    from benchmarks.bench_machine import cpu_isa, load_average
 
     from sana_edge.backends.onnxruntime_backend import OrtSession
     from sana_edge.components import CAPTION_KV, TRANSFORMER, TRANSFORMER_STEP
@@ -153,8 +148,8 @@ def main(argv=None) -> dict:
         "step_seconds": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "median_step_s": {k: round(v, 4) for k, v in medians.items()},
         "speedup_ort_vs_torch": round(medians["diffusers_torch_fp32"] / medians["sana_edge_ort_fp32"], 3),
-        "machine": {"cpu": platform.processor() or platform.machine(), "isa": _isa(),
-                    "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 2)},
+        "machine": {"cpu": platform.processor() or platform.machine(), "isa": cpu_isa(),
+                    "python": platform.python_version(), "load_average_1m": load_average()},
         "versions": {"torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__},
         "command": "python -m benchmarks.dit_step_latency " + " ".join(sys.argv[1:] if argv is None else argv),
     }

@@ -12,7 +12,6 @@ process, as the kernel reports it). Writes benchmarks/results/export_cost.json a
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import statistics
@@ -65,8 +64,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from benchmarks.bench_machine import cpu_isa, cpu_model
-    from sana_edge.fileio import write_text_atomic
+    from benchmarks.bench_machine import cpu_isa, cpu_model, load_average, write_json_and_markdown
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", action="append", required=True, help="NAME=path to a sana-edge executable")
@@ -83,13 +81,10 @@ def main(argv=None) -> int:
                 runs[name].append(one_round(binary, args.preset, args.precision, Path(tmp)))
                 print(f"round {repeat + 1} {name}: {runs[name][-1]}", flush=True)
     result = {"preset": args.preset, "precision": args.precision, "repeats": args.repeats,
-              "machine": {"cpu": cpu_model(), "isa": cpu_isa()},
+              "machine": {"cpu": cpu_model(), "isa": cpu_isa(), "load_average_1m": load_average()},
               "sides": {name: {"binary": sides[name], "runs": runs[name], "median": summarise(runs[name])}
                         for name in sides}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "export_cost.json", json.dumps(result, indent=2) + "\n")
-    write_text_atomic(args.out / "export_cost.md", markdown(result))
-    print(markdown(result))
+    write_json_and_markdown(args.out, "export_cost", result, markdown(result))
     return 0
 
 

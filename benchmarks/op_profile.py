@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import json
 import statistics
 import tempfile
@@ -125,8 +124,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     import onnxruntime as ort
 
-    from benchmarks.bench_machine import cpu_isa, cpu_model
-    from sana_edge.fileio import write_text_atomic
+    from benchmarks.bench_machine import cpu_isa, cpu_model, load_average, write_json_and_markdown
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("exports", nargs="+", type=Path)
@@ -147,12 +145,9 @@ def main(argv=None) -> int:
     for (label, profile), median in zip(exports.items(), medians):
         profile["interleaved_median_ms"] = median
     result = {"component": args.component, "size": args.size, "runs": args.runs, "onnxruntime": ort.__version__,
-              "machine": {"cpu": cpu_model(), "isa": cpu_isa(), "load_average_1m": round(os.getloadavg()[0], 2)},
+              "machine": {"cpu": cpu_model(), "isa": cpu_isa(), "load_average_1m": load_average()},
               "exports": exports}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "op_profile.json", json.dumps(result, indent=2) + "\n")
-    write_text_atomic(args.out / "op_profile.md", markdown(result))
-    print(markdown(result))
+    write_json_and_markdown(args.out, "op_profile", result, markdown(result))
     return 0
 
 

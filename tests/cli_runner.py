@@ -48,7 +48,14 @@ def run_cli(*args, cwd: Path, cache: Path, without_torch: bool = False, stdin: b
 
 def start_cli(*args, cwd: Path, cache: Path) -> subprocess.Popen:
     command = [sys.executable, "-c", ENTRY, *map(os.fsdecode, args)]
-    return subprocess.Popen(command, cwd=cwd, env=cli_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGINT back to its default: a shell without job control starts background jobs (and so this
+    # suite, when run with `&`) with SIGINT ignored, which children inherit and Python honours.
+    return subprocess.Popen(command, cwd=cwd, env=cli_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def assert_one_line_error(result: Result, *needles: str) -> None:

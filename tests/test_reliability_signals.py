@@ -53,7 +53,8 @@ def test_interrupted_export_leaves_nothing(sandbox, tiny_checkpoint, signum):
 @pytest.mark.parametrize("delay", [0.0, 1.0], ids=["while-importing-onnxruntime", "while-working"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_leaves_nothing(sandbox, tiny_export, signum, delay):
-    process = start_cli("run", "a fox", "-m", tiny_export, "--steps", "1000", "--height", "64", "--width", "64",
+    # 1000 steps at 512 px: several seconds even on a fast CPU (64 px took 0.5 s, ending before the signal)
+    process = start_cli("run", "a fox", "-m", tiny_export, "--steps", "1000", "--height", "512", "--width", "512",
                         "-o", "fox.png", cwd=sandbox.work, cache=sandbox.cache)
     wait_for(lambda: has_loaded(process.pid, "onnxruntime_pybind11_state"), process, what="onnxruntime to load")
     # At 0 s the signal lands while onnxruntime's extension initialises (it then surfaces as an
