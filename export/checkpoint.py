@@ -210,6 +210,16 @@ def _call_default(pipeline_cls, name: str):
     return inspect.signature(pipeline_cls.__call__).parameters[name].default
 
 
+def _transformer_value(config, name: str):
+    """A transformer config value, or the constructor's default where the config predates it
+    (configs saved by older diffusers have no `guidance_embeds`)."""
+    from diffusers import SanaTransformer2DModel
+
+    if hasattr(config, name):
+        return getattr(config, name)
+    return inspect.signature(SanaTransformer2DModel.__init__).parameters[name].default
+
+
 def model_values(pipe):
     """The checkpoint config values the runtime reads (recorded in the manifest), with the
     sampler's defaults taken from the installed diffusers pipeline's own call signature."""
@@ -232,8 +242,8 @@ def model_values(pipe):
         pipeline="sprint" if sprint else "sana",
         default_steps=int(_call_default(cls, "num_inference_steps")),
         default_guidance=float(_call_default(cls, "guidance_scale")),
-        guidance_embeds=bool(transformer.guidance_embeds),
-        guidance_embeds_scale=float(transformer.guidance_embeds_scale),
+        guidance_embeds=bool(_transformer_value(transformer, "guidance_embeds")),
+        guidance_embeds_scale=float(_transformer_value(transformer, "guidance_embeds_scale")),
         controlnet_layers=int(controlnet.config.num_layers) if controlnet is not None else 0,
         encoder_block_out_channels=tuple(int(c) for c in vae.encoder_block_out_channels),
         **sprint_values,

@@ -317,7 +317,7 @@ def _is_sha256(value) -> bool:
 
 def _check_structure(data, path: Path) -> None:
     """The manifest's shape, before any value of it is used: one line naming the first defect."""
-    from .components import SINGLE_GRAPH, SPLIT_GRAPH, TRANSFORMER_STEP
+    from .components import ENCODER, SINGLE_GRAPH, SPLIT_GRAPH, TRANSFORMER_STEP
 
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a sana-edge manifest (a JSON object); {REEXPORT}")
@@ -331,7 +331,9 @@ def _check_structure(data, path: Path) -> None:
     if not isinstance(components, dict) or not components:
         raise UserError(f"{path} lists no components; {REEXPORT}")
     layout = SPLIT_GRAPH if TRANSFORMER_STEP.name in components else SINGLE_GRAPH  # as the pipeline picks
-    missing = [name for name in layout if name not in components]
+    # The VAE encoder is optional: exports made before img2img and optimum imports have none, and
+    # img2img / ControlNet on them say so (ImageEncoder.require).
+    missing = [name for name in layout if name not in components and name != ENCODER.name]
     if missing:
         raise UserError(f"{path} lacks the component(s) {', '.join(missing)}; {REEXPORT}")
     for name, entry in components.items():

@@ -136,3 +136,22 @@ def test_large_input_encodes_in_tiles(tiny_export, tmp_path):
     tight = small.plan(4096, 4096, encode=True)
     assert plan.encoder_tile is None and tight.encoder_tile is not None
     assert "encoder tiles of" in tight.describe()
+
+
+def test_export_without_encoder_draws_text_to_image_and_refuses_img2img(tiny_export, tmp_path):
+    """Exports made before img2img (and optimum imports) have no vae_encoder: they still load and
+    draw; asking them for img2img names the missing graph and the re-export."""
+    import json
+    import shutil
+
+    from sana_edge.errors import UserError
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_export, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / manifest["components"].pop("vae_encoder")["file"]).unlink()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    pipe = SanaEdgePipeline.from_export(old)
+    assert pipe.generate(PROMPT, steps=2, seed=0, height=64, width=64).image.size == (64, 64)
+    with pytest.raises(UserError, match="needs the VAE encoder, which this export .* lacks; re-export"):
+        pipe.generate(PROMPT, image=_input_image(tmp_path / "in.png", 64, 64), strength=0.5, steps=2, seed=0)
