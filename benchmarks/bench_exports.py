@@ -29,7 +29,9 @@ import time
 import warnings
 from pathlib import Path
 
-from .bench_models import CFG_BATCH, CAPTION_TOKENS, MODELS, component_spec, model_dims
+import numpy as np
+
+from .bench_models import CAPTION_TOKENS, MODELS, batch, component_spec, is_sprint, model_dims
 from .dit_step_latency import step_inputs
 
 CACHE_VERSION = 3  # 2: the recipe key is the component config record; 3: text encoder with a past K/V cache
@@ -95,7 +97,7 @@ def export_fp32(model: str, component: str, path: Path, log=print) -> None:
 
     from .bench_models import build_torch
 
-    spec, dims = component_spec(component), model_dims(model)
+    declared, dims = component_spec(component, model), model_dims(model)
     start = time.perf_counter()
     _fresh_dir(path)
     with torch.no_grad():
@@ -103,19 +105,19 @@ def export_fp32(model: str, component: str, path: Path, log=print) -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     log(f"built {component} ({weight_bytes / 2**30:.1f} GiB) in {time.perf_counter() - start:.0f}s; exporting")
     if weight_bytes < EXTERNAL_DATA_THRESHOLD:
-        export_component(spec, module, dims, path)
+        export_component(declared, module, dims, path)
     elif weight_bytes > FP32_TRACE_LIMIT:
         # Gemma-2-2B in fp32 (10.4 GB) plus the tracer's copy of it was OOM-killed at 23 GB here:
         # trace it in fp16 (the `sana-edge export --precision fp16` path) and upcast the graph
         # tensor by tensor. Same ops; the fp16 boundary casts become fp32 no-ops ORT removes.
         from sana_edge.export.onnx_export import as_fp16
 
-        traced = _trace_then_free(spec, as_fp16(module), dims, path.parent / ".trace")
+        traced = _trace_then_free(declared, as_fp16(module), dims, path.parent / ".trace")
         del module
         upcast_fp16_graph(traced, path)
         shutil.rmtree(traced.parent)
     else:
-        traced = _trace_then_free(spec, module, dims, path.parent / ".trace")
+        traced = _trace_then_free(declared, module, dims, path.parent / ".trace")
         del module
         _resave(traced, path)
     _mark_done(path, time.perf_counter() - start)
@@ -221,9 +223,13 @@ def calibration_feeds(model: str) -> list[dict]:
     calibration, the quantized graph's ops and shapes (what latency depends on) do not."""
     channels = model_dims(model)["caption_channels"]
     feeds = []
-    for i, t in enumerate((999.0, 700.0, 400.0, 100.0)):
-        feed = step_inputs(256, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=channels)
+    # Sana-Sprint: TrigFlow times in (0, pi/2] at batch 1 with its guidance input; Sana: CFG batch.
+    times = (1.0, 0.9, 0.6, 0.3) if is_sprint(model) else (999.0, 700.0, 400.0, 100.0)
+    for i, t in enumerate(times):
+        feed = step_inputs(256, batch=batch(model), caption_length=CAPTION_TOKENS, caption_channels=channels)
         feed["timestep"][:] = t
+        if is_sprint(model):
+            feed["guidance"] = np.full(batch(model), 0.45, np.float32)
         feed["latents"] = feed["latents"] * (1 + i / 4)
         feeds.append(feed)
     return feeds

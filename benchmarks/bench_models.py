@@ -2,8 +2,10 @@
 inputs, and each stage's FLOP count.
 
 Stages: `text_encoder` (Gemma-2, 300 tokens, batch 2: negative + positive prompt), `step` (one DiT
-forward, batch 2 for CFG, 300 caption tokens) and `decode` (DC-AE decoder, batch 1). Latency does
-not depend on weight values, so random weights measure what a real checkpoint would.
+forward, batch 2 for CFG, 300 caption tokens) and `decode` (DC-AE decoder, batch 1). Sana-Sprint
+models (`sprint-*`) run without CFG: text encoding and steps at batch 1, the step with the guidance
+input, as SanaSprintPipeline runs them. Latency does not depend on weight values, so random
+weights measure what a real checkpoint would.
 
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` while the real diffusers /
 transformers modules run on the `meta` device at the benchmark's shapes (no weights are
@@ -25,7 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sana_edge.export import configs
+from sana_edge.export import configs, variants
 
 from .dit_step_latency import step_inputs
 
@@ -45,6 +47,11 @@ MODELS = {
     # model in a fraction of its time and memory, for when the full size does not fit a run.
     "mid": dict(transformer=configs.MID_TRANSFORMER, vae_decoder=configs.TINY_DCAE,
                 text_encoder=configs.MID_GEMMA2),
+    # Sana-Sprint 0.6B: the published settings (qk norm, guidance embedding) at full size.
+    "sprint-0.6b": dict(transformer=variants.full_transformer("sprint-0.6b"), vae_decoder=configs.DCAE_F32C32,
+                        text_encoder=configs.GEMMA2_2B),
+    "sprint-tiny": dict(transformer=variants.tiny_transformer("sprint-0.6b"), vae_decoder=configs.TINY_DCAE,
+                        text_encoder=configs.TINY_GEMMA2),
 }
 
 
@@ -53,12 +60,25 @@ MODELS = {
 LEGACY_TEXT_ENCODER = "text_encoder_legacy"
 
 
-def component_spec(component: str):
-    """The declaration of a benchmark component (sana_edge.components, or the legacy text encoder)."""
+def is_sprint(model: str) -> bool:
+    return bool(MODELS[model]["transformer"].get("guidance_embeds"))
+
+
+def batch(model: str) -> int:
+    """Batch of the text encoder and DiT stages: 2 with CFG (Sana), 1 for Sana-Sprint."""
+    return 1 if is_sprint(model) else CFG_BATCH
+
+
+def component_spec(component: str, model: str = "sana-0.6b"):
+    """The declaration of a benchmark component (sana_edge.components, or the legacy text encoder)
+    as this model's graph has it (Sprint: the guidance input)."""
     from sana_edge.components import COMPONENTS
     from sana_edge.components import LEGACY_TEXT_ENCODER as legacy
 
-    return legacy if component == LEGACY_TEXT_ENCODER else COMPONENTS[component]
+    if component == LEGACY_TEXT_ENCODER:
+        return legacy
+    values = SimpleNamespace(guidance_embeds=is_sprint(model), controlnet_layers=0)
+    return COMPONENTS[component].for_model(values)
 
 
 def model_dims(model: str) -> dict:
@@ -84,13 +104,19 @@ def stage_inputs(model: str, stage: str, size: int | None) -> dict[str, np.ndarr
     """Deterministic inputs of one stage, named as the component declarations name them."""
     dims = model_dims(model)
     if stage == "step":
-        return step_inputs(size, batch=CFG_BATCH, caption_length=CAPTION_TOKENS, caption_channels=dims["caption_channels"])
+        feeds = step_inputs(size, batch=batch(model), caption_length=CAPTION_TOKENS,
+                            caption_channels=dims["caption_channels"])
+        if is_sprint(model):  # Sprint's timestep is its SCM time in [0, 1]; guidance 4.5 x 0.1
+            feeds["timestep"][:] = 1.0
+            feeds["guidance"] = np.full(batch(model), 0.45, np.float32)
+        return feeds
     rng = np.random.default_rng(0)
     if stage == "text_encoder":
-        mask = np.ones((CFG_BATCH, CAPTION_TOKENS), np.int64)
-        mask[0, 2:] = 0  # the empty negative prompt: BOS + EOS, then padding (as SanaPipeline pads it)
-        ids = rng.integers(4, dims["vocab_size"], (CFG_BATCH, CAPTION_TOKENS), dtype=np.int64)
-        return {"input_ids": ids * mask, "attention_mask": mask, **empty_past(model, CFG_BATCH)}
+        mask = np.ones((batch(model), CAPTION_TOKENS), np.int64)
+        if batch(model) == CFG_BATCH:
+            mask[0, 2:] = 0  # the empty negative prompt: BOS + EOS, then padding (as SanaPipeline pads it)
+        ids = rng.integers(4, dims["vocab_size"], (batch(model), CAPTION_TOKENS), dtype=np.int64)
+        return {"input_ids": ids * mask, "attention_mask": mask, **empty_past(model, batch(model))}
     latent = size // 32
     return {"latent": rng.standard_normal((1, dims["latent_channels"], latent, latent)).astype(np.float32)}
 
@@ -104,7 +130,7 @@ def build_torch(model: str, component: str):
 
     from sana_edge.export.wrappers import torch_module
 
-    spec = component_spec(component)
+    spec = component_spec(component, model)
     cfg = MODELS[model][spec.name]
     torch.manual_seed(0)
     if spec.name == "transformer":
@@ -120,15 +146,12 @@ def build_torch(model: str, component: str):
     return torch_module(spec, pipe)
 
 
-def torch_args(stage: str, feeds: dict, device: str = "cpu", dtype=None) -> list:
+def torch_args(stage: str, feeds: dict, device: str = "cpu", dtype=None, model: str = "sana-0.6b") -> list:
     """Feeds as torch tensors in the order the wrapped module takes them."""
     import torch
 
-    from sana_edge.components import COMPONENTS
-
-    spec = COMPONENTS[COMPONENT_OF[stage]]
     args = []
-    for name in spec.input_names:
+    for name in component_spec(COMPONENT_OF[stage], model).input_names:
         tensor = torch.from_numpy(feeds[name]).to(device)
         args.append(tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor)
     return args
@@ -146,7 +169,8 @@ def count_flops(model: str, sizes: list[int]) -> dict:
             module = build_torch(model, component)
         result["params"][component] = sum(p.numel() for p in module.parameters())
         for size in ([None] if stage == "text_encoder" else sizes):
-            args = [torch.empty(a.shape, dtype=a.dtype, device="meta") for a in torch_args(stage, stage_inputs(model, stage, size))]
+            args = [torch.empty(a.shape, dtype=a.dtype, device="meta")
+                    for a in torch_args(stage, stage_inputs(model, stage, size), model=model)]
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
                 module(*args)
             if size is None:

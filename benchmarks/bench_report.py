@@ -29,11 +29,21 @@ def add_floors(entry: dict, flops: float | None, rates: dict) -> None:
         entry["floor_int8_s"] = flops / (rates["ort_int8_gops"] * 1e9)
 
 
+def step_counts(settings: dict) -> tuple[list[int], int]:
+    """(every step count a total is given for, the headline one): Sana [20], 20; Sana-Sprint
+    [1, 2, 4], 2. Older results hold one int."""
+    steps = settings["steps"]
+    counts = list(steps) if isinstance(steps, list) else [steps]
+    return counts, settings.get("primary_steps", counts[0])
+
+
 def summarize(result: dict) -> dict:
-    """Per size and backend: stage medians, the 20-step total, speedups against the baseline,
-    peak memory and distance from the floor. A size-independent stage (text encoding) is
-    measured once and counted at every size."""
-    steps, baseline = result["settings"]["steps"], result["baseline"]
+    """Per size and backend: stage medians, the totals (text encoding + N steps + decode; the
+    headline N first: 20 for Sana, 2 for Sprint), speedups against the baseline, peak memory and
+    distance from the floor. A size-independent stage (text encoding) is measured once and
+    counted at every size."""
+    counts, steps = step_counts(result["settings"])
+    baseline = result["baseline"]
     found = {(m["stage"], m["size"], m["backend"]): m for m in result["measurements"]}
     summary = {}
     for size in result["settings"]["sizes"]:
@@ -43,7 +53,9 @@ def summarize(result: dict) -> dict:
             medians = {s: (m or {}).get("median_s") for s, m in stages.items()}
             row = {f"{s}_s": v for s, v in medians.items()}
             complete = all(v is not None for v in medians.values())
-            row["total_s"] = medians["text_encoder"] + steps * medians["step"] + medians["decode"] if complete else None
+            row["totals_s"] = {str(n): medians["text_encoder"] + n * medians["step"] + medians["decode"] if complete else None
+                               for n in counts}
+            row["total_s"] = row["totals_s"][str(steps)]
             row["peak_rss_mb"] = {s: (m or {}).get("peak_rss_mb") for s, m in stages.items()}
             loads = [v for m in stages.values() for v in ((m or {}).get("load_avg") or []) if v is not None]
             row["load_avg_max"] = max(loads) if loads else None
@@ -59,6 +71,10 @@ def summarize(result: dict) -> dict:
                 key: (base[f"{key}_s"] / row[f"{key}_s"]) if base.get(f"{key}_s") and row.get(f"{key}_s") else None
                 for key in ("text_encoder", "step", "decode", "total")
             }
+            row["total_speedup_vs_baseline"] = {
+                n: (base["totals_s"][n] / t) if t and (base.get("totals_s") or {}).get(n) else None
+                for n, t in row["totals_s"].items()
+            }
         summary[str(size)] = rows
     return summary
 
@@ -73,6 +89,10 @@ def _fmt(seconds, ratio=None) -> str:
 def markdown(result: dict) -> str:
     s, m = result["settings"], result["machine"]
     rates = result["matmul_rate"]
+    counts, steps = step_counts(s)
+    sprint = s.get("sampler") == "sprint"
+    batch_words = ("batch 1 (Sana-Sprint: no negative prompt" if sprint else "batch 2 (prompt + negative")
+    step_words = ("batch 1 with the guidance input (Sana-Sprint, no CFG)" if sprint else "batch 2 (CFG)")
     isa = ", ".join(f.upper() for f in m.get("isa", [])) or "unknown"
     lines = [
         f"# SANA latency per stage: {result['model']}, {m['cpu']}, {m['threads']} threads",
@@ -80,26 +100,34 @@ def markdown(result: dict) -> str:
         f"CPU ISA: {isa}. Load avg (max): the highest 1-minute load average seen while that row's stages ran "
         f"(this machine is shared; {m['cores']} cores).",
         "",
-        f"Random weights, real architectures. Text encoding: Gemma-2, {s['caption_tokens']} tokens, batch 2 (prompt + "
-        f"negative; measured once, size-independent). Step: one DiT forward, batch 2 (CFG). Decode: DC-AE, batch 1. "
-        f"Total = text enc. + {s['steps']} x step + decode. Median of {s['repeats']} runs after {s['warmup']} warm-up, "
-        f"baseline and candidates interleaved; (Nx) = speedup vs `{result['baseline']}` (diffusers eager).",
+        f"Random weights, real architectures. Text encoding: Gemma-2, {s['caption_tokens']} tokens, {batch_words}; "
+        f"measured once, size-independent). Step: one DiT forward, {step_words}. Decode: DC-AE, batch 1. "
+        f"Total = text enc. + N x step + decode (N = {', '.join(map(str, counts))}). Median of {s['repeats']} runs "
+        f"after {s['warmup']} warm-up, baseline and candidates interleaved; (Nx) = speedup vs `{result['baseline']}` "
+        f"(the diffusers modules, eager, as its pipeline runs them).",
         "",
         f"Matmul rate measured in this run: numpy {rates.get('numpy_fp32_gflops', 0):.0f}, torch "
         f"{rates.get('torch_fp32_gflops') or 0:.0f}, onnxruntime {rates.get('ort_fp32_gflops') or 0:.0f} GFLOP/s fp32; "
         f"onnxruntime int8 {rates.get('ort_int8_gops') or 0:.0f} GOP/s. Floor = FLOPs / {rates['fp32_gflops']:.0f} GFLOP/s.",
     ]
     for size, rows in result["summary"].items():
+        others = [n for n in counts if n != steps]
+        extra_heads = "".join(f" total {n} steps (s) |" for n in others)
         lines += ["", f"## {size} px", "",
-                  f"| backend | text enc. (s) | step (s) | decode (s) | total {s['steps']} steps (s) | peak RSS te / step / decode (GB) | x from fp32 floor te / step / decode | load avg (max) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"| backend | text enc. (s) | step (s) | decode (s) | total {steps} steps (s) |{extra_heads} "
+                  "peak RSS te / step / decode (GB) | x from fp32 floor te / step / decode | load avg (max) |",
+                  "|---|---|---|---|---|" + "---|" * len(others) + "---|---|---|"]
         for backend, row in rows.items():
             up = row["speedup_vs_baseline"]
             rss = " / ".join("-" if v is None else f"{v / 1024:.1f}" for v in row["peak_rss_mb"].values())
             floor = " / ".join("-" if v is None else f"{v:.1f}" for v in row["x_from_floor"].values())
+            totals = row.get("totals_s") or {}
+            ups = row.get("total_speedup_vs_baseline") or {}
+            extra = "".join(f" {_fmt(totals.get(str(n)), ups.get(str(n)))} |" for n in others)
             load = "-" if row.get("load_avg_max") is None else f"{row['load_avg_max']:.1f}"
             lines.append(f"| {backend} | {_fmt(row['text_encoder_s'], up['text_encoder'])} | {_fmt(row['step_s'], up['step'])} | "
-                         f"{_fmt(row['decode_s'], up['decode'])} | **{_fmt(row['total_s'], up['total'])}** | {rss} | {floor} | {load} |")
+                         f"{_fmt(row['decode_s'], up['decode'])} | **{_fmt(row['total_s'], up['total'])}** |{extra} {rss} | "
+                         f"{floor} | {load} |")
         flops = result["flops"]
         if flops.get("step"):
             floor = lambda f: f"{f / 1e9:.4g} GFLOP ({1000 * f / (rates['fp32_gflops'] * 1e9):.3g} ms)"  # noqa: E731
@@ -141,7 +169,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = [int(s) for s in result["summary"]]
-    panels = [("step_s", "one denoising step"), ("decode_s", "decode"), ("total_s", f"total, {result['settings']['steps']} steps")]
+    panels = [("step_s", "one denoising step"), ("decode_s", "decode"),
+              ("total_s", f"total, {step_counts(result['settings'])[1]} steps")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     for ax, (key, title) in zip(axes, panels):
         for backend in result["backends"]:

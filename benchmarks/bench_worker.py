@@ -58,7 +58,8 @@ class TorchRunner:
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job["precision"]]
         with torch.no_grad():
             self.module = build_torch(job["model"], COMPONENT_OF[job["stage"]]).to(self.device, dtype)
-        self.args = torch_args(job["stage"], stage_inputs(job["model"], job["stage"], job["size"]), self.device, dtype)
+        self.args = torch_args(job["stage"], stage_inputs(job["model"], job["stage"], job["size"]), self.device, dtype,
+                               model=job["model"])
 
     def run(self) -> np.ndarray:
         with self.torch.no_grad():

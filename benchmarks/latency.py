@@ -39,13 +39,14 @@ from sana_edge.backends import nvml
 from . import bench_machine
 from .bench_backends import BACKENDS, graph_kinds, job_graph, missing_extra, worker_python
 from .bench_exports import DEFAULT_CACHE, graph_bytes
-from .bench_models import COMPONENT_OF, MODELS, STAGES
+from .bench_models import COMPONENT_OF, MODELS, STAGES, is_sprint
 from .bench_report import add_floors, markdown, plot, spread, summarize
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = __package__ or "benchmarks"
-STEPS = 20
+STEPS = 20  # Sana's default; Sana-Sprint models report 1, 2 (its default) and 4 steps
+SPRINT_STEPS = [1, 2, 4]
 
 
 def log(message: str) -> None:
@@ -197,7 +198,7 @@ def prepare_graphs(model: str, backends: list[str], cache: Path) -> dict:
     precisions = graph_kinds(backends)
     components = ["text_encoder", "transformer", "vae_decoder"] if precisions else []
     graphs = {}
-    for batch in ([components] if model == "tiny" else [[c] for c in components]):
+    for batch in ([components] if model.endswith("tiny") else [[c] for c in components]):
         log(f"graphs for {', '.join(batch)} {precisions} (cached under {cache})")
         out = _python_module("bench_exports", "--model", model, "--components", ",".join(batch),
                              "--precisions", ",".join(precisions), "--cache", str(cache))
@@ -239,12 +240,13 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--quick", action="store_true", help="tiny model, one size, 2 repeats (CI)")
+    parser.add_argument("--sprint", action="store_true", help="with --quick: the tiny Sana-Sprint model")
     parser.add_argument("--isolate", action="store_true", help="never keep two workers loaded together")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
     if args.quick:
-        args.model, args.sizes, args.repeats, args.warmup = "tiny", "512", 2, 1
+        args.model, args.sizes, args.repeats, args.warmup = "sprint-tiny" if args.sprint else "tiny", "512", 2, 1
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.backends = args.backends.split(",")
     unknown = [b for b in args.backends if b not in BACKENDS]
@@ -314,7 +316,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
         "schema": 1, "benchmark": "latency", "model": args.model, "machine": machine,
         "versions": {**tool_versions(), "numpy": numpy.__version__, **_optional_versions(args.backends)},
         "command": "python -m benchmarks.latency " + shlex.join(argv), "started": started.isoformat(timespec="seconds"),
-        "settings": {"sizes": args.sizes, "repeats": args.repeats, "warmup": args.warmup, "steps": STEPS,
+        "settings": {"sizes": args.sizes, "repeats": args.repeats, "warmup": args.warmup,
+                     **({"steps": SPRINT_STEPS, "primary_steps": 2, "sampler": "sprint"} if is_sprint(args.model)
+                        else {"steps": STEPS, "sampler": "sana"}),
                      "caption_tokens": 300, "threads": args.threads, "quick": args.quick, "isolate": args.isolate},
         "baseline": args.baseline, "backends": args.backends, "matmul_rate": rates, "flops": flops,
         "params": (probe or {}).get("params"),

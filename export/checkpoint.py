@@ -21,6 +21,23 @@ CHECKPOINT_QUANT_DEFAULTS = "sana_edge_quantization.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def read_json_object(path: Path, fix: str = "re-download the checkpoint") -> dict:
+    """A JSON object from `path`, or a one-line UserError naming the file, the defect and `fix`."""
+    if not path.is_file():
+        raise UserError(f"checkpoint file '{path}' is missing; {fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"'{path}' is not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"'{path}' is not valid JSON ({exc.msg}, line {exc.lineno}); {fix}") from None
+    except OSError as exc:
+        raise UserError(f"'{path}' cannot be read ({type(exc).__name__}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"'{path}' must hold a JSON object, not {type(data).__name__}; {fix}")
+    return data
+
+
 def default_complex_human_instruction(pipeline_cls) -> list[str]:
     """The CHI preamble exactly as the installed diffusers SanaPipeline defines it."""
     return list(inspect.signature(pipeline_cls.__call__).parameters["complex_human_instruction"].default)
@@ -80,19 +97,8 @@ def check_sana_folder(path: Path, allow_pickle: bool = False) -> dict:
     return index
 
 
-def read_json_object(path: Path) -> dict:
-    """A JSON object from a checkpoint file, or one line naming the file and the defect."""
-    if not path.is_file():
-        raise UserError(f"checkpoint file '{path}' is missing; re-download the checkpoint")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"'{path}' is not UTF-8 text; re-download the checkpoint") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"'{path}' is not valid JSON ({exc.msg}, line {exc.lineno}); re-download the checkpoint") from None
-    if not isinstance(data, dict):
-        raise UserError(f"'{path}' must hold a JSON object, not {type(data).__name__}; re-download the checkpoint")
-    return data
+# model_index.json pipeline class -> the sana-edge sampler that runs it.
+PIPELINE_KINDS = {"SanaPipeline": "sana", "SanaSprintPipeline": "sprint", "SanaControlNetPipeline": "sana"}
 
 
 def check_weight_files(folder: Path, allow_pickle: bool) -> None:
@@ -161,10 +167,20 @@ def quiet_build_libraries() -> None:
 def load_sana_pipeline(path: Path, allow_pickle: bool = False):
     """Load the pipeline in fp32 on CPU, with the text encoder on eager attention (soft-capping).
     Safetensors only unless `allow_pickle`; a checkpoint the libraries cannot load is one line."""
+
+
+def load_sana_pipeline(path: Path, controlnet: Path | None = None, allow_pickle: bool = False):
+    """Load the pipeline in fp32 on CPU, with the text encoder on eager attention (soft-capping):
+    the class its model_index names (SanaPipeline or SanaSprintPipeline), and `controlnet` (a
+    SanaControlNetModel folder, or the checkpoint's own controlnet/) as `pipe.controlnet`.
+    Safetensors only unless `allow_pickle`; a checkpoint the libraries cannot load is one line."""
     import torch
-    from diffusers import SanaPipeline
     from transformers import AutoModel
 
+    import diffusers
+
+    index = read_json_object(path / "model_index.json")
+    name = index.get("_class_name") if index.get("_class_name") in PIPELINE_KINDS else "SanaPipeline"
     quiet_build_libraries()
     safetensors_only = None if allow_pickle else True
     try:
@@ -172,25 +188,65 @@ def load_sana_pipeline(path: Path, allow_pickle: bool = False):
             path / "text_encoder", dtype=torch.float32, attn_implementation="eager", use_safetensors=safetensors_only
         )
         # low_cpu_mem_usage=False: what diffusers falls back to without `accelerate`, minus its warning.
-        pipe = SanaPipeline.from_pretrained(path, text_encoder=text_encoder, dtype=torch.float32,
-                                            use_safetensors=safetensors_only, low_cpu_mem_usage=False)
+        pipe = getattr(diffusers, name).from_pretrained(path, text_encoder=text_encoder, dtype=torch.float32,
+                                                        use_safetensors=safetensors_only, low_cpu_mem_usage=False)
+        if controlnet is not None:
+            pipe.controlnet = diffusers.SanaControlNetModel.from_pretrained(
+                controlnet, dtype=torch.float32, use_safetensors=safetensors_only, low_cpu_mem_usage=False)
     except Exception as exc:  # diffusers/transformers/safetensors raise many types for a bad checkpoint
         reason = " ".join(str(exc).split())[:200]
         raise UserError(f"cannot load the checkpoint '{path}' ({type(exc).__name__}: {reason}); check or "
                         "re-download it") from None
+    if getattr(pipe, "controlnet", None) is not None:
+        pipe.controlnet.eval()
+    else:
+        pipe.controlnet = None
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder):
         module.eval()
     return pipe
 
 
+def _call_default(pipeline_cls, name: str):
+    return inspect.signature(pipeline_cls.__call__).parameters[name].default
+
+
+def _transformer_value(config, name: str):
+    """A transformer config value, or the constructor's default where the config predates it
+    (configs saved by older diffusers have no `guidance_embeds`)."""
+    from diffusers import SanaTransformer2DModel
+
+    if hasattr(config, name):
+        return getattr(config, name)
+    return inspect.signature(SanaTransformer2DModel.__init__).parameters[name].default
+
+
 def model_values(pipe):
-    """The checkpoint config values the runtime reads (recorded in the manifest)."""
-    from diffusers import SanaPipeline
+    """The checkpoint config values the runtime reads (recorded in the manifest), with the
+    sampler's defaults taken from the installed diffusers pipeline's own call signature."""
+    from diffusers import SanaPipeline, SanaSprintPipeline
 
     from sana_edge.manifest import ModelValues
 
     transformer, vae, text = pipe.transformer.config, pipe.vae.config, pipe.text_encoder.config
+    sprint = isinstance(pipe, SanaSprintPipeline)
+    cls = SanaSprintPipeline if sprint else SanaPipeline
+    sprint_values = {}
+    if sprint:
+        sprint_values = dict(
+            sigma_data=float(pipe.scheduler.config.sigma_data),
+            max_timesteps=float(_call_default(cls, "max_timesteps")),
+            intermediate_timesteps=float(_call_default(cls, "intermediate_timesteps")),
+        )
+    controlnet = getattr(pipe, "controlnet", None)
     return ModelValues(
+        pipeline="sprint" if sprint else "sana",
+        default_steps=int(_call_default(cls, "num_inference_steps")),
+        default_guidance=float(_call_default(cls, "guidance_scale")),
+        guidance_embeds=bool(_transformer_value(transformer, "guidance_embeds")),
+        guidance_embeds_scale=float(_transformer_value(transformer, "guidance_embeds_scale")),
+        controlnet_layers=int(controlnet.config.num_layers) if controlnet is not None else 0,
+        encoder_block_out_channels=tuple(int(c) for c in vae.encoder_block_out_channels),
+        **sprint_values,
         latent_channels=int(transformer.in_channels),
         out_channels=int(transformer.out_channels or transformer.in_channels),
         caption_channels=int(transformer.caption_channels),
@@ -199,9 +255,9 @@ def model_values(pipe):
         vae_scaling_factor=float(vae.scaling_factor),
         sample_size=int(transformer.sample_size),
         timestep_scale=float(getattr(transformer, "timestep_scale", 1.0)),
-        flow_shift=float(pipe.scheduler.config.flow_shift),
+        flow_shift=float(getattr(pipe.scheduler.config, "flow_shift", 3.0)),  # FrozenDict or namespace (optimum import)
         max_sequence_length=300,
-        complex_human_instruction=tuple(default_complex_human_instruction(SanaPipeline)),
+        complex_human_instruction=tuple(default_complex_human_instruction(cls)),
         decoder_block_out_channels=tuple(int(c) for c in vae.decoder_block_out_channels),
         transformer_inner_dim=int(transformer.num_attention_heads * transformer.attention_head_dim),
         mlp_ratio=float(transformer.mlp_ratio),

@@ -99,9 +99,13 @@ TINY_GEMMA2 = dict(
 MID_TRANSFORMER = dict(SANA_600M_TRANSFORMER, num_layers=4)
 MID_GEMMA2 = dict(GEMMA2_2B, vocab_size=1024, num_hidden_layers=2)
 
+# The same for Sana-Sprint (qk norm, guidance embedding; SCMScheduler): its fidelity rows.
+MID_SPRINT_TRANSFORMER = dict(MID_TRANSFORMER, qk_norm="rms_norm_across_heads", guidance_embeds=True)
+
 PRESETS = {
     "tiny": dict(transformer=TINY_TRANSFORMER, vae=TINY_DCAE, text_encoder=TINY_GEMMA2),
     "mid": dict(transformer=MID_TRANSFORMER, vae=TINY_DCAE, text_encoder=MID_GEMMA2),
+    "mid-sprint": dict(transformer=MID_SPRINT_TRANSFORMER, vae=TINY_DCAE, text_encoder=MID_GEMMA2, sprint=True),
     # Full-size architectures with random weights (benchmarks.gpu_suite builds them on the GPU machine).
     "sana-0.6b": dict(transformer=SANA_600M_TRANSFORMER, vae=DCAE_F32C32, text_encoder=GEMMA2_2B),
     "sana-1.6b": dict(transformer=SANA_1600M_TRANSFORMER, vae=DCAE_F32C32, text_encoder=GEMMA2_2B),

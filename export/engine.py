@@ -89,12 +89,29 @@ def axis_ranges(spec: ComponentSpec, rng: EngineRange, model: dict, text_length:
         components.LATENT_SIDE: tuple(s // factor for s in (rng.min_size, rng.opt_size, rng.max_size)),
         components.DECODER_TILE: (rng.min_size // factor, min(rng.opt_size, rng.decoder_tile) // factor,
                                   rng.decoder_tile // factor),
+        # the encoder takes pixels: tiles of the decoder's range, in px
+        components.ENCODER_TILE: (rng.min_size, min(rng.opt_size, rng.decoder_tile), rng.decoder_tile),
     }
     return {axis: rules[rule] for axis, rule in spec.engine_axes.items() if rule in rules}
 
 
+def _model_dims(model: dict) -> dict:
+    """The manifest's model values plus the named dims the declarations bind (inner_dim, ...)."""
+    from sana_edge.manifest import ModelValues
+
+    return {**model, **ModelValues.from_dict(model).dims()}
+
+
+def _declared(name: str, model: dict) -> ComponentSpec:
+    """Component `name` as this model's graph has it (e.g. Sprint's guidance input)."""
+    from sana_edge.manifest import ModelValues
+
+    return COMPONENTS[name].for_model(ModelValues.from_dict(model))
+
+
 def profile_shapes(spec: ComponentSpec, rng: EngineRange, model: dict, text_length: int) -> dict[str, list]:
     """{input name: [min shape, opt shape, max shape]} for the engine's optimization profile."""
+    model = _model_dims(model)
     ranges = axis_ranges(spec, rng, model, text_length)
     shapes = {}
     for tensor in spec.inputs:
@@ -110,9 +127,12 @@ def io_bytes(spec: ComponentSpec, rng: EngineRange, model: dict, text_length: in
     """Bytes of the engine's input and output buffers at the profile's largest shapes (the
     backend allocates them once, at those shapes)."""
     factor = int(model["vae_scale_factor"])
+    model = _model_dims(model)
     dims = {**model, **{axis: r[2] for axis, r in axis_ranges(spec, rng, model, text_length).items()}}
     if "latent_height" in dims:
         dims.update(image_height=dims["latent_height"] * factor, image_width=dims["latent_width"] * factor)
+    elif "image_height" in dims:  # the encoder: pixels in, latents out
+        dims.update(latent_height=dims["image_height"] // factor, latent_width=dims["image_width"] // factor)
     return sum(int(np.prod(spec.shape(t, dims))) * np.dtype(t.dtype).itemsize for t in spec.inputs + spec.outputs)
 
 
@@ -229,7 +249,7 @@ def build_engines(stage_dir: Path, manifest: dict, rng: EngineRange, flavor, tex
     rng.check(int(model["vae_scale_factor"]))
     cache = cache_dir()
     timing_cache = cache / f"timing-{flavor.name}-{flavor.version}.cache"
-    all_shapes = {name: profile_shapes(COMPONENTS[name], rng, model, text_length) for name in manifest["components"]}
+    all_shapes = {name: profile_shapes(_declared(name, model), rng, model, text_length) for name in manifest["components"]}
     (stage_dir / ENGINE_DIR).mkdir(exist_ok=True)
     gpu_target, flags = build_target(flavor, rng), builder_flags(flavor)
     record = {"flavor": flavor.name, "version": flavor.version, "range": asdict(rng), "components": {}}
@@ -248,7 +268,7 @@ def build_engines(stage_dir: Path, manifest: dict, rng: EngineRange, flavor, tex
             "file": f"{ENGINE_DIR}/{name}.engine", "sha256": sha256_file(target), "bytes": target.stat().st_size,
             "profile": shapes, "precision": manifest["precision"], "flavor": flavor.name, "version": flavor.version,
             "compute_capability": gpu_target, "builder_flags": list(flags), "cache_key": key, "cache_hit": hit,
-            "io_bytes": io_bytes(COMPONENTS[name], rng, model, text_length),
+            "io_bytes": io_bytes(_declared(name, model), rng, model, text_length),
             "seconds": round(time.perf_counter() - start, 3),
             "timing_cache": None if flavor.is_rtx else str(timing_cache),
         }

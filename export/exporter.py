@@ -50,13 +50,16 @@ def write_support_files(stage: Path, pipe) -> dict[str, str]:
 
 def export_graphs(stage: Path, pipe, model: ModelValues, job: ExportJob, log) -> None:
     """Each declared component: PyTorch reference outputs, ONNX export, validation with ORT.
-    Quantized exports validate the fp32 graphs here too, so a broken export fails before calibration."""
+    Quantized exports validate the fp32 graphs here too, so a broken export fails before calibration.
+    Every reference is taken before any export: an fp16 export casts the pipeline's modules in
+    place, and the VAE's decoder and encoder share one module."""
     precision = job.options.precision
-    for name in job.components:
-        spec = COMPONENTS[name]
-        module = torch_module(spec, pipe)
+    specs = {name: COMPONENTS[name].for_model(model) for name in job.components}
+    for name, spec in specs.items():
         with _step(log, f"run {name} in PyTorch fp32 on {len(spec.validation_shapes)} validation shapes"):
-            job.references[name] = reference_outputs(spec, module, model.dims())
+            job.references[name] = reference_outputs(spec, torch_module(spec, pipe), model.dims())
+    for name, spec in specs.items():
+        module = torch_module(spec, pipe)
         with _step(log, f"export {name} -> {spec.file} ({precision})"):
             job.eps[name] = export_component(spec, as_fp16(module) if precision == "fp16" else module,
                                              model.dims(), stage / spec.file)
@@ -96,12 +99,12 @@ def quantize_graphs(stage: Path, model: ModelValues, files: dict, job: ExportJob
     return record
 
 
-def record_components(stage: Path, job: ExportJob, log) -> dict:
+def record_components(stage: Path, model: ModelValues, job: ExportJob, log) -> dict:
     """Validate each final graph against PyTorch and hash it: once per graph."""
     precision = job.options.precision
     components = {}
     for name in job.components:
-        spec = COMPONENTS[name]
+        spec = COMPONENTS[name].for_model(model)
         if name in job.reports and not job.recipe[name].changes_graph:
             report = job.reports[name]  # e.g. the decoder of an int8 export: its fp32 graph is final
         elif name in job.held_out:
@@ -115,7 +118,7 @@ def record_components(stage: Path, job: ExportJob, log) -> dict:
             with _step(log, f"validate {precision} {name} with ONNX Runtime"):
                 report = validate_component(spec, stage / spec.file, job.references[name], precision)
         extra = {"linear_attention_eps_constants": job.eps[name]} if spec.linear_attention else {}
-        components[name] = component_record(stage / spec.file, report, extra)
+        components[name] = component_record(stage / spec.file, report, extra, model)
     return components
 
 
@@ -125,7 +128,7 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
     out_dir = Path(options.out_dir)
     with staging_dir(out_dir) as stage:
         with _step(log, f"load checkpoint {job.source}"):
-            pipe = load_sana_pipeline(job.source, job.options.allow_pickle)
+            pipe = load_sana_pipeline(job.source, job.controlnet, job.options.allow_pickle)
             model = model_values(pipe)
         files = write_support_files(stage, pipe)
         export_graphs(stage, pipe, model, job, log)
@@ -138,7 +141,7 @@ def export_checkpoint(options: ExportOptions, log: Callable[[str], None] = print
                 quantization, components = export_openvino(draft_manifest(stage, model, files, job.components), job, log)
         else:
             quantization = quantize_graphs(stage, model, files, job, log) if job.quantized else None
-            components = record_components(stage, job, log)
+            components = record_components(stage, model, job, log)
         with _step(log, "compute the text encoder's prompt cache (instruction prefix, \"\" negative) with the final graph"):
             prompt_cache = write_prompt_cache(stage, f"{TOKENIZER_DIR}/tokenizer.json", model, job.target)
         data = {

@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from sana_edge import __version__
-from sana_edge.components import COMPONENTS, LEGACY_TEXT_ENCODER, SINGLE_GRAPH, sample_inputs
+from sana_edge.components import COMPONENTS, LEGACY_TEXT_ENCODER, sample_inputs
 from sana_edge.errors import UserError
 
 from .optimum_layout import MODEL_FILE, OPTIMUM_EXPORT, check_optimum_folder, copy_renamed_graph, graph_io_names
-from .source_configs import CONFIGS_DIR, config_file, model_values_from_configs, read_config
+from .source_configs import CONFIGS_DIR, SOURCE_FOLDERS, config_file, model_values_from_configs, read_config
+
+OPTIMUM_COMPONENTS = tuple(SOURCE_FOLDERS)  # the text-to-image graphs optimum-onnx exports and runs
 
 
 class OptimumTraceWarning(UserWarning):
@@ -62,14 +64,14 @@ def graph_precision(path: Path) -> str:
     return "fp16" if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) else "fp32"
 
 
-def optimum_declaration(name: str):
-    """The declaration optimum's graph of `name` follows: its text encoder runs whole sequences
-    with no past K/V cache (the runtime's full-sequence path; no prompt cache is written)."""
-    return LEGACY_TEXT_ENCODER if name == LEGACY_TEXT_ENCODER.name else COMPONENTS[name]
+def optimum_declaration(name: str, model):
+    """The declaration optimum's graph of `name` follows, as `model` has it: its text encoder runs
+    whole sequences with no past K/V cache (the runtime's full-sequence path; no prompt cache is written)."""
+    return (LEGACY_TEXT_ENCODER if name == LEGACY_TEXT_ENCODER.name else COMPONENTS[name]).for_model(model)
 
 
-def _import_graph(source: Path, stage: Path, name: str) -> Path:
-    spec = optimum_declaration(name)
+def _import_graph(source: Path, stage: Path, name: str, model) -> Path:
+    spec = optimum_declaration(name, model)
     to_sana = {optimum: sana for sana, optimum in spec.optimum_names().items()}
     target = stage / spec.file
     copy_renamed_graph(source / name / MODEL_FILE, target, to_sana, spec.file + ".data")
@@ -125,7 +127,7 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
     check_optimum_folder(source)
     check_out_dir(out_dir, force)
     redo = f"re-export it with `{OPTIMUM_EXPORT}`"
-    configs = {name: read_config(source / name / "config.json", redo) for name in SINGLE_GRAPH}
+    configs = {name: read_config(source / name / "config.json", redo) for name in OPTIMUM_COMPONENTS}
     scheduler = read_config(source / "scheduler" / "scheduler_config.json", redo)
     model = model_values_from_configs(configs, scheduler)
     pipe = None
@@ -134,7 +136,7 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
 
         pipe = load_sana_pipeline(resolve_checkpoint(checkpoint))  # eager attention: the reference
     with staging_dir(out_dir) as stage:
-        paths = {name: _import_graph(source, stage, name) for name in SINGLE_GRAPH}
+        paths = {name: _import_graph(source, stage, name, model) for name in OPTIMUM_COMPONENTS}
         precision = graph_precision(paths["transformer"])
         softcapped = attention_softcapping_kept(paths["text_encoder"], configs["text_encoder"])
         if not softcapped and pipe is None:
@@ -142,7 +144,7 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
                           "soft-capping; pass --checkpoint CHECKPOINT to measure how far it drifts, or export with "
                           "`sana-edge export CHECKPOINT` (eager attention)", OptimumTraceWarning, stacklevel=2)
         components = {}
-        for name, spec in ((n, optimum_declaration(n)) for n in SINGLE_GRAPH):
+        for name, spec in ((n, optimum_declaration(n, model)) for n in OPTIMUM_COMPONENTS):
             if pipe is None:
                 report = _smoke_report(spec, paths[name], model.dims())
             else:
@@ -151,10 +153,10 @@ def import_optimum(source: Path, out_dir: Path, checkpoint: str | None = None, f
 
                 references = reference_outputs(spec, torch_module(spec, pipe), model.dims())
                 report = _validated(spec, paths[name], references, precision, softcapped)
-            components[name] = component_record(paths[name], report, _eps_record(spec, paths[name]))
+            components[name] = component_record(paths[name], report, _eps_record(spec, paths[name]), model)
             log(f"{name}: {name}/{MODEL_FILE} -> {spec.file} ({precision}, "
                 f"{'validated against PyTorch' if pipe is not None else 'ran on the declared shapes'})")
-        for name in SINGLE_GRAPH:
+        for name in OPTIMUM_COMPONENTS:
             target = config_file(stage, name)
             target.parent.mkdir(parents=True)
             shutil.copyfile(source / name / "config.json", target)

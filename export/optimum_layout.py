@@ -132,6 +132,10 @@ def convert_export(export_dir: Path, out_dir: Path, force: bool = False, log: Ca
     if "transformer" not in manifest.components:
         raise UserError(f"export '{export_dir}' splits the transformer into caption_kv + transformer_step graphs; "
                         "optimum runs one transformer graph: re-export with --single-transformer, then convert")
+    if manifest.model.pipeline != "sana" or manifest.model.controlnet_layers:
+        kind = "a controlnet" if manifest.model.controlnet_layers else f"a {manifest.model.pipeline} model"
+        raise UserError(f"export '{export_dir}' holds {kind}; optimum-onnx's ORTSanaPipeline runs plain SanaPipeline "
+                        "exports only: convert an export of a Sana checkpoint made without --controlnet")
     missing = [c for c in SOURCE_FOLDERS if not config_file(manifest.root, c).is_file()]
     if missing:
         raise UserError(f"export '{export_dir}' has no component configs (made by an older sana-edge); "
@@ -139,7 +143,7 @@ def convert_export(export_dir: Path, out_dir: Path, force: bool = False, log: Ca
     check_out_dir(out_dir, force)
     with staging_dir(out_dir) as stage:
         for name in SOURCE_FOLDERS:
-            spec, folder = COMPONENTS[name], stage / name
+            spec, folder = COMPONENTS[name].for_model(manifest.model), stage / name
             folder.mkdir()
             # optimum feeds the text encoder whole sequences: its graph without the past K/V cache
             rewrite = drop_past if name == TEXT_ENCODER.name else None

@@ -4,16 +4,17 @@ folder, output folder, quantization recipe and calibration prompts, TensorRT ava
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sana_edge.errors import UserError
-from sana_edge.components import SINGLE_GRAPH, SPLIT_GRAPH
+from sana_edge.components import CONTROLNET, SINGLE_GRAPH, SPLIT_GRAPH
 from sana_edge.manifest import PRECISIONS
 
-from .checkpoint import CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, resolve_checkpoint
+from .architecture import check_architecture
+from .checkpoint import (CHECKPOINT_CALIBRATION_PROMPTS, CHECKPOINT_QUANT_DEFAULTS, check_weight_files, read_json_object,
+                         resolve_checkpoint)
 from .staging import check_out_dir
 
 
@@ -26,6 +27,7 @@ class ExportOptions:
     quant: object = None  # sana_edge.quant.configs.QuantSettings (int8/int4); None: defaults
     calibration: object = None  # sana_edge.quant.configs.Calibration (int8); None: defaults
     engines: object = None  # sana_edge.export.engine.EngineRange: also build TensorRT engines
+    controlnet: Path | None = None  # a SanaControlNetModel folder exported beside the transformer
     allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): only when the user says so
     # The transformer as caption-K/V + step graphs (the default where the architecture allows),
     # or as one graph (False).
@@ -43,6 +45,7 @@ class ExportJob:
     target: str = "ort"
     flavor: object = None
     components: tuple = SPLIT_GRAPH  # which declared components this export holds
+    controlnet: Path | None = None  # the controlnet folder exported with it (--controlnet, or the checkpoint's)
     references: dict = field(default_factory=dict)  # component -> PyTorch reference outputs
     reports: dict = field(default_factory=dict)  # component -> validation report of its fp32 graph
     held_out: dict = field(default_factory=dict)  # calibrated component -> (feed, fp32 outputs) pairs
@@ -65,14 +68,19 @@ def prepare(options: ExportOptions, log: Callable[[str], None]) -> ExportJob:
         flavor = import_tensorrt()  # fail before any work when no TensorRT is installed
         options.engines.check(32)
     source = resolve_checkpoint(options.checkpoint, options.allow_pickle)
+    controlnet = check_architecture(source, options.controlnet)
+    if controlnet is not None:
+        check_weight_files(controlnet, options.allow_pickle)
     check_out_dir(Path(options.out_dir), options.force, source=source)
-    job = ExportJob(options, source, flavor=flavor, components=SINGLE_GRAPH)
+    job = ExportJob(options, source, flavor=flavor, components=SINGLE_GRAPH, controlnet=controlnet)
     if options.split_transformer:
-        blocker = split_blocker(_read_json(source / "transformer" / "config.json"))
+        blocker = split_blocker(_read_json(source / "transformer" / "config.json"), controlnet is not None)
         if blocker:
             log(f"transformer exported as one graph: the caption-K/V split does not cover {blocker}")
         else:
             job.components = SPLIT_GRAPH
+    if controlnet is not None:
+        job.components += (CONTROLNET.name,)
     if options.quant is not None and options.quant.target == "openvino":
         job.target = "openvino"  # every precision: OpenVINO IR (sana_edge.quant.openvino_export)
     if options.precision in ("int8", "int4"):
@@ -130,21 +138,17 @@ def _prepare_quantization(job: ExportJob, log) -> None:
     read_prompts(calibration.prompts)  # a bad prompt file fails now, not after the export
 
 
-def split_blocker(transformer_config: dict) -> str | None:
+def split_blocker(transformer_config: dict, controlnet: bool = False) -> str | None:
     """None when export/split_transformer.py reproduces this transformer, else the setting that
     prevents it (read from its config.json, before any model is loaded)."""
     if transformer_config.get("guidance_embeds"):
         return "guidance_embeds"
+    if controlnet:
+        return "a controlnet (its residuals enter the single graph)"
     if transformer_config.get("cross_attention_dim", 1) is None:
         return "a transformer without cross-attention"
     return None
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({type(exc).__name__}); fix or remove it") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a JSON object; fix or remove it")
-    return data
+    return read_json_object(path, "fix or remove it")

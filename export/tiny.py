@@ -69,10 +69,14 @@ def _corpus() -> list[str]:
 
 def build_tiny_pipeline(seed: int = 0, preset: str = "tiny"):
     """Return a diffusers SanaPipeline with random weights: "tiny" (tests, demo) or "mid" (the
-    full Sana-0.6B width with 4 layers and a 2-layer full-width Gemma-2, for quantization)."""
+    full Sana-0.6B width with 4 layers and a 2-layer full-width Gemma-2, for quantization);
+    "mid-sprint" is a SanaSprintPipeline of that size."""
     import torch
-    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from diffusers import (AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaSprintPipeline,
+                           SanaTransformer2DModel, SCMScheduler)
     from transformers import Gemma2Config, Gemma2Model
+
+    from .variants import SCM_SCHEDULER_CONFIG
 
     preset_configs = configs.PRESETS[preset]
     tokenizer = _train_tokenizer(_corpus(), vocab_size=min(preset_configs["text_encoder"]["vocab_size"],
@@ -83,16 +87,28 @@ def build_tiny_pipeline(seed: int = 0, preset: str = "tiny"):
     gemma_config = Gemma2Config(**preset_configs["text_encoder"])
     gemma_config._attn_implementation = "eager"  # logit soft-capping needs eager attention
     text_encoder = Gemma2Model(gemma_config)
-    scheduler = DPMSolverMultistepScheduler.from_config(configs.SANA_SCHEDULER_CONFIG)
-    pipe = SanaPipeline(
+    sprint = preset_configs.get("sprint", False)
+    if sprint:
+        scheduler = SCMScheduler.from_config(SCM_SCHEDULER_CONFIG)
+    else:
+        scheduler = DPMSolverMultistepScheduler.from_config(configs.SANA_SCHEDULER_CONFIG)
+    pipe = (SanaSprintPipeline if sprint else SanaPipeline)(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
         transformer=transformer, scheduler=scheduler,
     )
     return pipe
 
 
-def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
-    """Save a random-weight SANA checkpoint to `out_dir` (diffusers layout) and return the path."""
+def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny", variant: str | None = None,
+                          base=None) -> Path:
+    """Save a random-weight SANA checkpoint to `out_dir` (diffusers layout) and return the path.
+    `variant` (export/variants.py, e.g. "sprint-0.6b"): that published checkpoint's settings at a
+    tiny width, over `base`'s (or a fresh tiny pipeline's) tokenizer, text encoder and VAE."""
     out = Path(out_dir)
-    build_tiny_pipeline(seed, preset).save_pretrained(out, safe_serialization=True)
+    pipe = base if base is not None and variant is not None else build_tiny_pipeline(seed, preset)
+    if variant is not None:
+        from .variants import build_variant_pipeline
+
+        pipe = build_variant_pipeline(variant, pipe, seed)
+    pipe.save_pretrained(out, safe_serialization=True)
     return out

@@ -13,7 +13,8 @@ from pathlib import Path
 from sana_edge.errors import UserError
 
 from . import handlers  # noqa: F401  (registers the handler of every config type)
-from .calibration import HELD_OUT_PROMPTS, calibration_hash, calibration_resolution, collect, read_prompts
+from .calibration import (HELD_OUT_PROMPTS, calibration_hash, calibration_resolution, collect, read_prompts,
+                          trajectory_steps)
 from .configs import Calibration, config_record, handler_for, needs_calibration
 
 
@@ -41,14 +42,16 @@ def calibrate(manifest, recipe: dict, calibration: Calibration,
     prompts = every[: calibration.size]
     held_out_prompts = (every[calibration.size:] + every)[:HELD_OUT_PROMPTS]
     resolution = calibration_resolution(calibration, manifest.model.default_size)
-    log(f"... calibrating on {len(prompts)} prompts x {calibration.steps} steps at {resolution} px "
-        f"(+{len(held_out_prompts)} held out for validation)")
-    feeds, held_out = collect(manifest, recipe, prompts, calibration.steps, resolution, calibration.seed,
-                              held_out_prompts, log=log)
+    steps = trajectory_steps(manifest.model, calibration.steps)
+    log(f"... calibrating on {len(prompts)} prompts x {' + '.join(map(str, steps))} steps at {resolution} px "
+        f"({manifest.model.pipeline} trajectories; +{len(held_out_prompts)} held out for validation)")
+    feeds, held_out = collect(manifest, recipe, prompts, steps, resolution, calibration.seed, held_out_prompts,
+                              log=log)
     record = {
         "prompts": str(calibration.prompts) if calibration.prompts else "shipped", "size": len(prompts),
-        "steps": calibration.steps, "resolution": resolution, "seed": calibration.seed,
-        "sha256": calibration_hash(prompts, calibration.steps, resolution, calibration.seed),
+        "steps": steps[0] if len(steps) == 1 else list(steps), "sampler": manifest.model.pipeline,
+        "resolution": resolution, "seed": calibration.seed,
+        "sha256": calibration_hash(prompts, steps, resolution, calibration.seed),
     }
     return feeds, held_out, record
 

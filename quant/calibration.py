@@ -1,5 +1,7 @@
 """Calibration data from the real sampler: run the full-precision graphs over a prompt set through
-Flow-DPM-Solver trajectories with CFG and record what the recipe's calibrated components are fed.
+the model's own trajectories (Flow-DPM-Solver with CFG for Sana; for Sana-Sprint its SCM steps
+at batch 1 with the guidance input, over both its default 2-step schedule and the 4-step one, so
+the times of 1-4 step runs are covered) and record what the recipe's calibrated components are fed.
 
 The transformer is recorded at every step of each trajectory, so its inputs span the whole
 schedule (high-noise to clean). The decoder, when a recipe calibrates it, gets the latents that
@@ -19,6 +21,15 @@ from sana_edge.prompt import read_prompt_file
 
 SHIPPED_PROMPTS = Path(__file__).with_name("calibration_prompts.txt")
 CALIB_MAX_RESOLUTION = 512  # px: calibration cost grows with the square of the size
+SANA_CALIB_STEPS = 8  # Flow-DPM-Solver steps per trajectory when --calib-steps is not given
+SPRINT_CALIB_STEPS = (2, 4)  # Sprint: its 2-step schedule (pi/2, 1.3) and the even 4-step one
+
+
+def trajectory_steps(model, steps: int | None) -> tuple[int, ...]:
+    """Step counts of the trajectories run for each prompt (`steps`: the user's --calib-steps)."""
+    if steps is not None:
+        return (steps,)
+    return SPRINT_CALIB_STEPS if model.sprint else (SANA_CALIB_STEPS,)
 
 
 def read_prompts(path: Path | None) -> list[str]:
@@ -81,11 +92,13 @@ HELD_OUT_PROMPTS = 2  # trajectories beyond the calibration set, to validate the
 HELD_OUT_FEEDS = 4  # of each component's held-out feeds, spread over the trajectories
 
 
-def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: int, seed: int,
+def collect(manifest, recipe: dict, prompts: list[str], steps: tuple[int, ...], resolution: int, seed: int,
             held_out_prompts: list[str] = (), log=print) -> tuple[dict, dict]:
     """(feeds, held_out) of every component whose config needs calibration: feeds are
     {"transformer_step": [feed, ...], ...}; held_out holds (feed, fp32 outputs) pairs from
-    trajectories the scales never saw, for validating the quantized graph on real inputs."""
+    trajectories the scales never saw, for validating the quantized graph on real inputs. Each
+    prompt runs one trajectory per entry of `steps` (trajectory_steps).
+    """
     from sana_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from sana_edge.components import DECODER
     from sana_edge.pipeline import SanaEdgePipeline
@@ -98,9 +111,10 @@ def collect(manifest, recipe: dict, prompts: list[str], steps: int, resolution: 
     for index, (phase, prompt) in enumerate(runs):
         if phase == "held_out" and backend.held_out is None:
             backend.held_out = {name: [] for name in backend.feeds}
-        result = pipe.generate(prompt, height=resolution, width=resolution, steps=steps, seed=seed + index,
-                               output_type="latent")
-        final[phase].append({DECODER.input_names[0]: pipe.decoder_input(result.latents)})
+        for count in steps:
+            result = pipe.generate(prompt, height=resolution, width=resolution, steps=count, seed=seed + index,
+                                   output_type="latent")
+            final[phase].append({DECODER.input_names[0]: pipe.decoder_input(result.latents)})
         log(f"    {phase.replace('_', '-')} trajectory {index + 1}/{len(runs)}: {prompt[:60]}")
     feeds, held_out = dict(backend.feeds), {k: _spread(v) for k, v in (backend.held_out or {}).items()}
     if DECODER.name in wanted:
@@ -118,6 +132,7 @@ def _spread(pairs: list) -> list:
     return [pairs[round(i * (len(pairs) - 1) / (HELD_OUT_FEEDS - 1))] for i in range(HELD_OUT_FEEDS)]
 
 
-def calibration_hash(prompts: list[str], steps: int, resolution: int, seed: int) -> str:
+def calibration_hash(prompts: list[str], steps, resolution: int, seed: int) -> str:
+    steps = steps[0] if isinstance(steps, (tuple, list)) and len(steps) == 1 else list(steps)  # one count: as before
     payload = json.dumps({"prompts": prompts, "steps": steps, "resolution": resolution, "seed": seed})
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -156,13 +156,13 @@ class Calibration:
 
     prompts: Path | None = None  # None: the shipped set (or the checkpoint's own, see the exporter)
     size: int = 16
-    steps: int = 8
+    steps: int | None = None  # None: the model's trajectories (calibration.trajectory_steps)
     resolution: int | None = None  # px; None: the model's base size, at most 512
     seed: int = 0
 
     def __post_init__(self):
         for flag, value in (("--calib-size", self.size), ("--calib-steps", self.steps)):
-            if not 1 <= value <= 10_000:
+            if value is not None and not 1 <= value <= 10_000:
                 raise UserError(f"{flag} must be within 1..10000 (got {value})")
         if self.resolution is not None and not (32 <= self.resolution <= 4096 and self.resolution % 32 == 0):
             raise UserError(f"--calib-resolution must be a multiple of 32 px within 32..4096 (got {self.resolution})")
@@ -172,7 +172,10 @@ class Calibration:
 
 def build_recipe(precision: str, settings: QuantSettings = QuantSettings()) -> dict:
     """component -> config for a quantized precision (int8: W8A8 DiT, 8-bit text encoder; int4:
-    int4 weight-only DiT and text encoder; the DC-AE decoder stays in floating point)."""
+    int4 weight-only DiT and text encoder; the DC-AE encoder, and the decoder unless --quantize-decoder, stay in
+    floating point).
+    A controlnet (exports made with --controlnet) is weight-only at the precision's bits: text-to-image
+    calibration never runs it, so it has no activation ranges to calibrate."""
     if precision not in QUANTIZED_PRECISIONS:
         raise UserError(f"'{precision}' has no quantization recipe; choose one of {', '.join(QUANTIZED_PRECISIONS)}")
     ort = settings.target == "ort"
@@ -190,11 +193,13 @@ def build_recipe(precision: str, settings: QuantSettings = QuantSettings()) -> d
     # holds only layers the transformer keeps in float (caption projection, cross-attention K/V
     # projections, as the SANA paper keeps them), computing in float with int8-stored weights.
     caption_kv = WeightOnly(bits=8, ort_ops=False)
+    controlnet = dataclasses.replace(weight_only, bits=8 if precision == "int8" else 4, keep_fp=settings.keep_fp)
     decoder = KeepFloat()
     if settings.quantize_decoder:
         decoder = W8A8Static(keep_fp=DECODER_KEEP_FP, symmetric_activations=not ort, quantize_bias=ort)
     return {"transformer": transformer, "transformer_step": transformer, "caption_kv": caption_kv,
-            "text_encoder": text_encoder, "vae_decoder": decoder}
+            "text_encoder": text_encoder, "vae_decoder": decoder, "vae_encoder": KeepFloat(),
+            "controlnet": controlnet}
 
 
 def needs_calibration(recipe: dict) -> bool:

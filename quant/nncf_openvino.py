@@ -63,15 +63,19 @@ def openvino_recipe(precision: str, block_size: int = 128, keep_fp: tuple[str, .
     signal in its random Gemma; an 8-bit text encoder costs little: README)."""
     if precision in ("fp32", "fp16"):
         return {c: NncfKeepFloat() for c in ("text_encoder", "transformer", "transformer_step", "caption_kv",
-                                             "vae_decoder")}
+                                             "vae_decoder", "vae_encoder", "controlnet")}
     # 8-bit asymmetric per output channel: symmetric cost the shapes model 9 task-score points on 8
     # captions (88.8% vs 95.0% fp32), asymmetric none (95.0%), transformer W8A8 the same in both.
     text_encoder = (NncfCompressWeights("int4_sym", block_size, TEXT_ENCODER_KEEP_FP) if text_encoder_bits == 4
                     else NncfCompressWeights("int8_asym", -1, TEXT_ENCODER_KEEP_FP))
     transformer = NncfQuantize(keep_fp) if precision == "int8" else NncfCompressWeights("int4_sym", block_size, keep_fp)
+    # A controlnet (--controlnet exports) is weight-only: text-to-image calibration never runs it.
+    controlnet = (NncfCompressWeights("int8_asym", -1, keep_fp) if precision == "int8"
+                  else NncfCompressWeights("int4_sym", block_size, keep_fp))
     # The caption graph (caption projection, cross-attention K/V) runs once per image: kept float.
     return {"text_encoder": text_encoder, "transformer": transformer, "transformer_step": transformer,
-            "caption_kv": NncfKeepFloat(), "vae_decoder": NncfKeepFloat()}
+            "caption_kv": NncfKeepFloat(), "vae_decoder": NncfKeepFloat(), "vae_encoder": NncfKeepFloat(),
+            "controlnet": controlnet}
 
 
 def node_names(model) -> list[str]:

@@ -39,7 +39,7 @@ def count_eps_ir(xml_path: Path) -> int:
     return found
 
 
-def _ir_entry(xml: Path, report: list[dict], linear_attention: bool) -> dict:
+def _ir_entry(xml: Path, report: list[dict], linear_attention: bool, model) -> dict:
     """The component's manifest entry for its IR: the declared io, the .xml and its .bin hashed."""
     from sana_edge.manifest import component_record
 
@@ -50,7 +50,7 @@ def _ir_entry(xml: Path, report: list[dict], linear_attention: bool) -> dict:
         if extra["linear_attention_eps_constants"] == 0:
             raise UserError(f"the OpenVINO IR of {xml.stem} lost the linear-attention eps (1e-15); export aborted; "
                             "report this with the checkpoint config")
-    entry = component_record(xml, report, extra)
+    entry = component_record(xml, report, extra, model)
     entry["external_data"] = {weights.name: sha256_file(weights)}
     entry["bytes"] += weights.stat().st_size
     return entry
@@ -74,7 +74,7 @@ def export_openvino(manifest, job, log: Callable[[str], None] = print) -> tuple[
     backend = OpenVINOBackend(cache=False)
     results, components = {}, {}
     for name, config in recipe.items():
-        spec = COMPONENTS[name]
+        spec = COMPONENTS[name].for_model(manifest.model)
         onnx_path, xml = manifest.component_path(name), manifest.root / f"{name}.xml"
         log(f"... {name}: {type(config).__name__} -> {xml.name}")
         try:
@@ -94,7 +94,7 @@ def export_openvino(manifest, job, log: Callable[[str], None] = print) -> tuple[
         session = backend.load(xml, component=name)
         report = validate_component(spec, xml, references, precision, session=session, reference=against)
         session.close()
-        components[name] = _ir_entry(xml, report, spec.linear_attention)
+        components[name] = _ir_entry(xml, report, spec.linear_attention, manifest.model)
     record = {"precision": precision, "target": "openvino", "calibration": calibration,
               "components": {name: {"config": config_record(recipe[name]), "result": results[name]} for name in recipe}}
     return record, components

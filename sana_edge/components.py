@@ -11,10 +11,12 @@ config (e.g. "latent_channels"), or a dynamic axis name (listed in `dynamic`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # How validation inputs are drawn for each tensor (see sample_inputs).
 NORMAL, TOKEN_IDS, PADDING_MASK, TIMESTEP = "normal", "token_ids", "padding_mask", "timestep"
+UNIT = "unit"  # a scalar-like input in [0, 1): Sprint's guidance, the controlnet's conditioning scale
+IMAGE = "image"  # pixels in [-1, 1], as the image processor gives the encoder
 
 # Engine profile rules for a dynamic axis (resolved to (min, opt, max) by sana_edge.export.engine):
 CFG_BATCH = "cfg_batch"          # 1..2, tuned for 2 (negative + positive prompt in one batch)
@@ -28,6 +30,7 @@ CONTEXT_TOKENS = "context_tokens"  # past + new at each level
 CAPTION_TOKENS = "caption_tokens"  # the caption length the transformer attends to (fixed)
 LATENT_SIDE = "latent_side"      # the requested image range (--min/--opt/--max-size) / 32
 DECODER_TILE = "decoder_tile"    # latent side up to --decoder-tile / 32 (larger images tile)
+ENCODER_TILE = "encoder_tile"    # image side (px) up to --decoder-tile (larger input images encode in tiles)
 IMAGE_SIDE = "image_side"        # an output side: follows the input axes, never profiled
 
 # Activation memory models of the planner (sana_edge.planner): bytes alive at a stage's peak
@@ -58,12 +61,29 @@ def _decoder_activations(model, height: int, width: int, text_length: int) -> in
     return int(height * width * per_pixel * 4 * DECODER_LIVE_TENSORS)
 
 
+def _encoder_activations(model, height: int, width: int, text_length: int) -> int:
+    # The encoder mirrors the decoder's stages (same layout, its own widths); not measured on its
+    # own, so it takes the decoder's live-tensor count, which was fitted with room to spare.
+    per_pixel = sum(c / 4**i for i, c in enumerate(model.encoder_block_out_channels))
+    return int(height * width * per_pixel * 4 * DECODER_LIVE_TENSORS)
+
+
+def _controlnet_activations(model, height: int, width: int, text_length: int) -> int:
+    # Its blocks are the transformer's, plus the stacked block samples it hands over every step.
+    tokens = height * width // model.vae_scale_factor**2
+    samples = model.controlnet_layers * 2 * tokens * model.transformer_inner_dim * 4
+    return _transformer_activations(model, height, width, text_length) + samples
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
     dtype: str
     axes: tuple
     fill: str = NORMAL
+    # A ModelValues attribute that must be truthy for the graph to have this tensor (e.g. the
+    # `guidance` input only for guidance-embedding models); None: always there.
+    when: str | None = None
     # The name optimum-onnx's Sana export gives this tensor (sana_edge.export.optimum_layout);
     # None: the same name.
     optimum_name: str | None = None
@@ -88,6 +108,14 @@ class ComponentSpec:
     linear_attention: bool = False
     # Minimum cosine similarity against PyTorch per precision.
     min_cosine: dict = field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99, "int4": 0.95})
+
+    def for_model(self, model) -> "ComponentSpec":
+        """This declaration as the graph of `model` has it: inputs and outputs whose `when` does
+        not hold for the model are left out. Exporter, validation, manifest and runtime all use it."""
+        if all(t.when is None for t in self.inputs + self.outputs):
+            return self
+        keep = lambda tensors: tuple(t for t in tensors if t.when is None or getattr(model, t.when))  # noqa: E731
+        return replace(self, inputs=keep(self.inputs), outputs=keep(self.outputs))
 
     @property
     def file(self) -> str:
@@ -181,6 +209,11 @@ LEGACY_TEXT_ENCODER = ComponentSpec(
     activation_bytes=_text_encoder_activations,
 )
 
+# The controlnet's block residuals, token-major as diffusers adds them ((batch, h*w, inner_dim)
+# per block), stacked over its blocks and viewed as (h, w): a free reshape that keeps every axis
+# a declared one.
+CONTROL_SAMPLE_AXES = ("controlnet_layers", "batch", "latent_height", "latent_width", "inner_dim")
+
 TRANSFORMER = ComponentSpec(
     name="transformer",
     inputs=(
@@ -189,6 +222,10 @@ TRANSFORMER = ComponentSpec(
         TensorSpec("encoder_hidden_states", "float32", ("batch", "caption_length", "caption_channels")),
         TensorSpec("encoder_attention_mask", "int64", ("batch", "caption_length"), PADDING_MASK),
         TensorSpec("timestep", "float32", ("batch",), TIMESTEP),
+        # Sana-Sprint: guidance_scale x guidance_embeds_scale (the distilled guidance, no CFG batch)
+        TensorSpec("guidance", "float32", ("batch",), UNIT, when="guidance_embeds"),
+        # Exports with a controlnet: its per-block residuals (zeros when no control image is given)
+        TensorSpec("controlnet_block_samples", "float32", CONTROL_SAMPLE_AXES, when="controlnet_layers"),
     ),
     outputs=(
         TensorSpec("velocity", "float32", ("batch", "out_channels", "latent_height", "latent_width"),
@@ -261,15 +298,50 @@ DECODER = ComponentSpec(
     linear_attention=True,
 )
 
+ENCODER = ComponentSpec(
+    name="vae_encoder",
+    inputs=(TensorSpec("image", "float32", ("batch", 3, "image_height", "image_width"), IMAGE),),
+    outputs=(TensorSpec("latent", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),),
+    dynamic=("batch", "image_height", "image_width", "latent_height", "latent_width"),
+    validation_shapes=(
+        {"batch": 1, "image_height": 128, "image_width": 128},
+        {"batch": 1, "image_height": 64, "image_width": 96},
+    ),
+    torch_wrapper="sana_edge.export.wrappers:EncoderWrapper",
+    engine_axes={"batch": SINGLE, "image_height": ENCODER_TILE, "image_width": ENCODER_TILE},
+    activation_bytes=_encoder_activations,
+    linear_attention=True,
+)
+
+CONTROLNET = ComponentSpec(
+    name="controlnet",
+    inputs=(
+        *(t for t in TRANSFORMER.inputs if t.when is None),  # the transformer's own step inputs
+        # the control image's latents (encoder output x VAE scaling), one per batch row
+        TensorSpec("controlnet_cond", "float32", ("batch", "latent_channels", "latent_height", "latent_width")),
+        TensorSpec("conditioning_scale", "float32", (1,), UNIT),
+    ),
+    outputs=(TensorSpec("controlnet_block_samples", "float32", CONTROL_SAMPLE_AXES),),
+    dynamic=("batch", "latent_height", "latent_width", "caption_length"),
+    validation_shapes=TRANSFORMER.validation_shapes,
+    torch_wrapper="sana_edge.export.wrappers:ControlNetWrapper",
+    engine_axes=TRANSFORMER.engine_axes,
+    activation_bytes=_controlnet_activations,
+    linear_attention=True,
+)
+
 COMPONENTS: dict[str, ComponentSpec] = {
-    c.name: c for c in (TEXT_ENCODER, TRANSFORMER, CAPTION_KV, TRANSFORMER_STEP, DECODER)}
-# What an export holds: the transformer as one graph, or split into caption K/V + step.
-SINGLE_GRAPH = (TEXT_ENCODER.name, TRANSFORMER.name, DECODER.name)
-SPLIT_GRAPH = (TEXT_ENCODER.name, CAPTION_KV.name, TRANSFORMER_STEP.name, DECODER.name)
-# The pipeline's stages and the components each one loads (the memory planner plans stages).
+    c.name: c for c in (TEXT_ENCODER, TRANSFORMER, CAPTION_KV, TRANSFORMER_STEP, DECODER, ENCODER, CONTROLNET)}
+# What an export holds: the transformer as one graph, or split into caption K/V + step; the VAE
+# encoder always (image-to-image, ControlNet), a controlnet when one is exported with it.
+SINGLE_GRAPH = (TEXT_ENCODER.name, TRANSFORMER.name, DECODER.name, ENCODER.name)
+SPLIT_GRAPH = (TEXT_ENCODER.name, CAPTION_KV.name, TRANSFORMER_STEP.name, DECODER.name, ENCODER.name)
+# The pipeline's stages and the components each one loads (the memory planner plans stages); a
+# controlnet runs beside the transformer at every step, so it belongs to that stage.
 STAGES = {TEXT_ENCODER.name: (TEXT_ENCODER.name,),
-          TRANSFORMER.name: (TRANSFORMER.name, CAPTION_KV.name, TRANSFORMER_STEP.name),
-          DECODER.name: (DECODER.name,)}
+          TRANSFORMER.name: (TRANSFORMER.name, CAPTION_KV.name, TRANSFORMER_STEP.name, CONTROLNET.name),
+          DECODER.name: (DECODER.name,),
+          ENCODER.name: (ENCODER.name,)}
 
 
 def stage_of(component: str) -> str:
@@ -306,6 +378,10 @@ def sample_inputs(spec: ComponentSpec, dims: dict, seed: int = 0):
             feeds[tensor.name] = (np.arange(shape[1])[None, :] < lengths[:, None]).astype(np.int64)
         elif tensor.fill == TIMESTEP:
             feeds[tensor.name] = np.full(shape, float(rng.integers(0, 1000)), np.float32)
+        elif tensor.fill == UNIT:
+            feeds[tensor.name] = np.full(shape, rng.uniform(0.1, 1.0), np.float32)
+        elif tensor.fill == IMAGE:
+            feeds[tensor.name] = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
         else:
             feeds[tensor.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds

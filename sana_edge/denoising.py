@@ -43,9 +43,13 @@ class FlowDenoiser:
         caption = self.caption(embeds, mask) if caption is None else caption
         return {"latents": model_input, "timestep": t, **caption}
 
-    def predict(self, latents, embeds, mask, timestep, caption: dict | None = None) -> np.ndarray:
+    def predict(self, latents, embeds, mask, timestep, caption: dict | None = None,
+                extra_feeds: Callable[[dict], dict] | None = None) -> np.ndarray:
         """The transformer's raw output (velocity, batch as fed) at one step."""
-        outputs = self._session(self.graph.name).run(self.feeds(latents, embeds, mask, timestep, caption))
+        feeds = self.feeds(latents, embeds, mask, timestep, caption)
+        if extra_feeds is not None:
+            feeds.update(extra_feeds(feeds))
+        outputs = self._session(self.graph.name).run(feeds)
         return outputs[self.graph.output_names[0]]
 
     def velocity(self, output: np.ndarray, guidance_scale: float) -> np.ndarray:
@@ -76,17 +80,28 @@ class FlowDenoiser:
     def timesteps(self, steps: int) -> np.ndarray:
         return FlowDPMSolver.from_diffusers_config(self.scheduler_config).set_timesteps(steps)
 
-    def run(self, latents, embeds, mask, steps: int, guidance_scale: float, on_step: Callable | None = None):
-        """Sample from `latents`; `on_step(done, total, latents)` is called after every step."""
+    def sigma(self, steps: int, index: int) -> np.float32:
+        """The noise level of scheduled step `index` of `steps` (where image-to-image starts)."""
+        solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
+        solver.set_timesteps(steps)
+        return solver.sigmas[index]
+
+    def run(self, latents, embeds, mask, steps: int, guidance_scale: float, on_step: Callable | None = None,
+            start: int = 0, extra_feeds: Callable[[dict], dict] | None = None):
+        """Sample from `latents`; `on_step(done, total, latents)` is called after every step.
+        `start` skips the first scheduled steps (image-to-image); `extra_feeds(feeds)` adds inputs
+        (a controlnet's residuals) to each transformer call."""
         solver = FlowDPMSolver.from_diffusers_config(self.scheduler_config)
         timesteps = solver.set_timesteps(steps)
-        predict = self._bound_predictor(embeds, mask)
+        solver.set_begin_index(start)
+        # IO binding (ort-cuda) moves only latents and timestep; a controlnet's residuals need the plain feeds
+        predict = self._bound_predictor(embeds, mask) if extra_feeds is None else None
         if predict is None:
             caption = self.caption(embeds, mask)
-            predict = lambda latents, t: self.predict(latents, embeds, mask, t, caption)  # noqa: E731
-        for i, t in enumerate(timesteps):
+            predict = lambda latents, t: self.predict(latents, embeds, mask, t, caption, extra_feeds)  # noqa: E731
+        for i, t in enumerate(timesteps[start:]):
             output = predict(latents, t)
             latents = solver.step(self.velocity(output, guidance_scale), latents)
             if on_step:
-                on_step(i + 1, len(timesteps), latents)
+                on_step(i + 1, len(timesteps) - start, latents)
         return latents

@@ -44,11 +44,11 @@ METRICS = {
 # -- comparison ------------------------------------------------------------------------------
 
 
-def _check_settings(prompts, steps: int, seed: int) -> None:
-    """Checks that need no export: run before loading (and hashing) two models."""
+def _check_settings(prompts, steps: int | None, seed: int) -> None:
+    """Checks that need no export: run before loading (and hashing) two models (steps None: the model's)."""
     if not prompts:
         raise UserError("no prompts to compare; pass at least one prompt")
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); pass --steps 20")
     if seed < 0:
         raise UserError(f"seed must be 0 or more (got {seed}); pass --seed 0")
@@ -94,29 +94,33 @@ def _text_encoder_cosine(pipe_a, pipe_b, prompt: str) -> float:
     return cosine(a[:, keep], b[:, keep])
 
 
-def _timed_generate(pipe, prompt, latents, size, steps, guidance_scale):
+def _timed_generate(pipe, prompt, latents, size, steps, guidance_scale, step_noise=None):
     """Run one generation; return (uint8 image, per-step latents, seconds)."""
     captured = []
     start = time.perf_counter()
     result = pipe.generate(
         prompt, negative_prompt="", height=size, width=size, steps=steps, guidance_scale=guidance_scale,
         latents=latents, on_step=lambda done, total, step_latents: captured.append(step_latents.copy()),
+        step_noise=step_noise,
     )
     seconds = time.perf_counter() - start
-    return np.asarray(result.image), captured, seconds
+    return np.asarray(result.image), captured, seconds, result.latents
 
 
 def compare_exports(
-    export_a, export_b, prompts, size: int = 512, steps: int = 20, guidance_scale: float = 4.5, seed: int = 0,
-    verify: bool = True, log: Callable[[str], None] | None = None,
+    export_a, export_b, prompts, size: int = 512, steps: int | None = None, guidance_scale: float | None = None,
+    seed: int = 0, verify: bool = True, log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Generate every prompt with both exports from the same noise; return the metrics as a dict."""
+    """Generate every prompt with both exports from the same noise (Sana-Sprint: and the same
+    per-step noise); return the metrics as a dict. Steps and guidance default to the model's."""
     from .pipeline import SanaEdgePipeline
 
     prompts = list(prompts)
     _check_settings(prompts, steps, seed)
     task_prompts = all(shapes.is_caption(p) for p in prompts)
     pipe_a, pipe_b = (_graph_pipeline(export, verify) for export in (export_a, export_b))
+    steps = pipe_a.manifest.model.default_steps if steps is None else steps
+    guidance_scale = pipe_a.manifest.model.default_guidance if guidance_scale is None else guidance_scale
     _check_comparable(pipe_a.manifest, pipe_b.manifest, size)
     for pipe in (pipe_a, pipe_b):  # load the graphs now, so latencies time inference, not loading
         for name in pipe.manifest.components:
@@ -124,24 +128,28 @@ def compare_exports(
 
     model = pipe_a.manifest.model
     factor, channels = model.vae_scale_factor, model.latent_channels
-    timesteps = pipe_a.denoiser.timesteps(steps)
+    schedule = pipe_a.sampler.schedule(steps)
     # DiT probes: the first step (pure noise) and a middle one (partly denoised latents).
     probe_steps = sorted({0, steps // 2})
     records = []
     for i, prompt in enumerate(prompts):
-        noise = np.random.default_rng(seed + i).standard_normal((1, channels, size // factor, size // factor), dtype=np.float32)
+        rng = np.random.default_rng(seed + i)
+        shape = (1, channels, size // factor, size // factor)
+        noise = rng.standard_normal(shape, dtype=np.float32)
+        step_noise = rng.standard_normal((schedule.noisy_steps, *shape), dtype=np.float32) if schedule.noisy_steps else None
         # Alternate which export runs first, so warm caches do not always favour the same one.
         order = (pipe_a, pipe_b) if i % 2 == 0 else (pipe_b, pipe_a)
-        runs = {id(p): _timed_generate(p, prompt, noise, size, steps, guidance_scale) for p in order}
-        image_a, latents_a, seconds_a = runs[id(pipe_a)]
-        image_b, latents_b, seconds_b = runs[id(pipe_b)]
+        runs = {id(p): _timed_generate(p, prompt, noise, size, steps, guidance_scale, step_noise) for p in order}
+        image_a, latents_a, seconds_a, final_a = runs[id(pipe_a)]
+        image_b, latents_b, seconds_b, _ = runs[id(pipe_b)]
 
-        embeds, mask = pipe_a.encode_prompts(prompt, "" if guidance_scale > 1.0 else None)
+        embeds, mask = pipe_a.encode_prompts(prompt, pipe_a.sampler.negative("", guidance_scale))
         transformer_cosines = {}
         for step in probe_steps:
-            step_input = noise if step == 0 else latents_a[step - 1]  # latents entering `step`
-            # Same inputs for both (A's caption embeddings); each export's own transformer graph(s).
-            outputs = [p.denoiser.predict(step_input, embeds, mask, timesteps[step]) for p in (pipe_a, pipe_b)]
+            # the sample entering `step`; the same inputs for both (A's caption embeddings), each
+            # export's own transformer graph(s)
+            step_input = pipe_a.sampler.initial(noise, None, schedule) if step == 0 else latents_a[step - 1]
+            outputs = [p.sampler.predict(step_input, embeds, mask, schedule, step, guidance_scale) for p in (pipe_a, pipe_b)]
             transformer_cosines[str(step + 1)] = cosine(*outputs)  # 1-based, as on_step counts
 
         step_sqnr = [sqnr_db(a, b) for a, b in zip(latents_a, latents_b)]
@@ -151,7 +159,7 @@ def compare_exports(
             "text_encoder_cosine": _text_encoder_cosine(pipe_a, pipe_b, prompt),
             "transformer_cosine": min(transformer_cosines.values()),
             "transformer_cosine_by_step": transformer_cosines,
-            "decoder_cosine": cosine(pipe_a.decode(latents_a[-1]), pipe_b.decode(latents_a[-1])),
+            "decoder_cosine": cosine(pipe_a.decode(final_a), pipe_b.decode(final_a)),
             "latent_sqnr_db": step_sqnr,
             "final_latent_sqnr_db": step_sqnr[-1],
             "psnr_db": psnr(image_a, image_b),
@@ -176,6 +184,7 @@ def compare_exports(
             "export_a": str(export_a), "export_b": str(export_b),
             "precision_a": _label(pipe_a.manifest), "precision_b": _label(pipe_b.manifest),
             "size": size, "steps": steps, "guidance_scale": guidance_scale, "seed": seed,
+            "sampler": pipe_a.manifest.model.pipeline,
             "negative_prompt": "", "transformer_probe_steps": [s + 1 for s in probe_steps], "prompts": prompts,
         },
         "prompts": records,

@@ -18,6 +18,9 @@ from .fileio import write_json_atomic
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
+# How the runtime samples: "sana" (Flow-DPM-Solver with CFG, SanaPipeline) or "sprint"
+# (SCM/TrigFlow with embedded guidance, SanaSprintPipeline).
+PIPELINES = ("sana", "sprint")
 REEXPORT = "re-run `sana-edge export`"
 
 
@@ -44,6 +47,19 @@ class ModelValues:
     transformer_layers: int = 28
     cross_attention_heads: int = 16
     cross_attention_head_dim: int = 72
+    encoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
+    # The sampler and its defaults (the diffusers pipeline's own call defaults, read at export).
+    pipeline: str = "sana"
+    default_steps: int = 20
+    default_guidance: float = 4.5
+    # Sana-Sprint: the transformer's guidance input and the SCM/TrigFlow schedule.
+    guidance_embeds: bool = False
+    guidance_embeds_scale: float = 0.1
+    sigma_data: float = 0.5
+    max_timesteps: float = 1.5708
+    intermediate_timesteps: float = 1.3
+    # Blocks of the controlnet exported beside the transformer (0: none).
+    controlnet_layers: int = 0
     # The text encoder's K/V cache shape (Gemma-2-2B's by default; read from exports with a prefix cache).
     text_layers: int = 26
     text_kv_heads: int = 4
@@ -58,12 +74,17 @@ class ModelValues:
     def learned_sigma(self) -> bool:
         return self.out_channels == 2 * self.latent_channels
 
+    @property
+    def sprint(self) -> bool:
+        return self.pipeline == "sprint"
+
     def dims(self) -> dict:
         """Model dimensions that bind the fixed named axes of the component declarations."""
         return {"latent_channels": self.latent_channels, "out_channels": self.out_channels,
                 "caption_channels": self.caption_channels, "vocab_size": self.vocab_size,
                 "transformer_layers": self.transformer_layers, "cross_attention_heads": self.cross_attention_heads,
                 "cross_attention_head_dim": self.cross_attention_head_dim,
+                "inner_dim": self.transformer_inner_dim, "controlnet_layers": self.controlnet_layers,
                 "text_layers": self.text_layers, "text_kv_heads": self.text_kv_heads,
                 "text_head_dim": self.text_head_dim}
 
@@ -83,6 +104,9 @@ class ModelValues:
         for f in fields(cls):
             if f.name in data:
                 values[f.name] = _typed(f.name, f.type, data[f.name], where)
+        if values.get("pipeline", "sana") not in PIPELINES:
+            raise UserError(f"{where}: model value pipeline={values['pipeline']!r} is not one of "
+                            f"{', '.join(PIPELINES)}; {REEXPORT} with this sana-edge")
         return cls(**values)
 
 
@@ -95,6 +119,8 @@ _BOUNDS = {
     "flow_shift": (1e-6, 1e6), "decoder_block_out_channels": (1, 1 << 16), "transformer_inner_dim": (1, 1 << 20),
     "mlp_ratio": (1e-3, 1e3), "transformer_layers": (1, 1024), "cross_attention_heads": (1, 1024),
     "cross_attention_head_dim": (1, 4096),
+    "controlnet_layers": (0, 1024), "default_steps": (1, 1000), "default_guidance": (0.0, 1e3),
+    "guidance_embeds_scale": (0.0, 1e6), "max_timesteps": (1e-6, 1e3), "intermediate_timesteps": (1e-6, 1e3),
 }
 # Fields added later without a bound of their own: positive and not absurd.
 _DEFAULT_BOUNDS = {"int": (1, 1 << 20), "float": (1e-6, 1e6), "tuple[int, ...]": (1, 1 << 20)}
@@ -118,6 +144,10 @@ def _typed(name: str, kind: str, value, where: str):
             raise bad
         return item
 
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "str" and isinstance(value, str) and len(value) <= 64:
+        return value
     if kind in ("int", "float"):
         return number(value, kind == "int")
     if not isinstance(value, list):
@@ -144,11 +174,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def component_record(file: Path, validation: list, extra: dict | None = None) -> dict:
-    """A component's manifest entry: its graph file (and external data) with sizes and hashes."""
+def component_record(file: Path, validation: list, extra: dict | None = None, model: ModelValues | None = None) -> dict:
+    """A component's manifest entry: its graph file (and external data) with sizes and hashes;
+    the io record is the declaration as `model`'s graph has it."""
     from .components import COMPONENTS
 
     spec = COMPONENTS[file.stem] if file.stem in COMPONENTS else None
+    if spec is not None and model is not None:
+        spec = spec.for_model(model)
     entry = {"file": file.name, "sha256": sha256_file(file), "bytes": file.stat().st_size}
     if spec is not None:
         entry["inputs"] = [{"name": t.name, "dtype": t.dtype, "axes": list(t.axes)} for t in spec.inputs]
@@ -197,6 +230,12 @@ class Manifest:
 
     def component_path(self, name: str) -> Path:
         return self.path(self.components[name]["file"])
+
+    def spec(self, name: str):
+        """The declaration of component `name` as this export's graph has it (sana_edge.components)."""
+        from .components import COMPONENTS
+
+        return COMPONENTS[name].for_model(self.model)
 
     def path(self, relative: str) -> Path:
         """A file of this export, refused unless it stays inside the folder."""
@@ -278,7 +317,7 @@ def _is_sha256(value) -> bool:
 
 def _check_structure(data, path: Path) -> None:
     """The manifest's shape, before any value of it is used: one line naming the first defect."""
-    from .components import SINGLE_GRAPH, SPLIT_GRAPH, TRANSFORMER_STEP
+    from .components import ENCODER, SINGLE_GRAPH, SPLIT_GRAPH, TRANSFORMER_STEP
 
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a sana-edge manifest (a JSON object); {REEXPORT}")
@@ -292,7 +331,9 @@ def _check_structure(data, path: Path) -> None:
     if not isinstance(components, dict) or not components:
         raise UserError(f"{path} lists no components; {REEXPORT}")
     layout = SPLIT_GRAPH if TRANSFORMER_STEP.name in components else SINGLE_GRAPH  # as the pipeline picks
-    missing = [name for name in layout if name not in components]
+    # The VAE encoder is optional: exports made before img2img and optimum imports have none, and
+    # img2img / ControlNet on them say so (ImageEncoder.require).
+    missing = [name for name in layout if name not in components and name != ENCODER.name]
     if missing:
         raise UserError(f"{path} lacks the component(s) {', '.join(missing)}; {REEXPORT}")
     for name, entry in components.items():

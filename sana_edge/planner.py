@@ -43,6 +43,7 @@ class MemoryPlan:
     stage_bytes: dict = field(default_factory=dict)  # stage -> estimated peak need (base included)
     base: int = 0
     notes: list = field(default_factory=list)
+    encoder_tile: int | None = None  # the same for encoding an input image (image-to-image, ControlNet)
 
     @property
     def peak(self) -> int:
@@ -56,6 +57,8 @@ class MemoryPlan:
 
     def describe(self) -> str:
         tiling = f"decoder tiles of {self.decoder_tile * 32} px" if self.decoder_tile else "decoder untiled"
+        if "vae_encoder" in self.stage_bytes:
+            tiling += f", encoder tiles of {self.encoder_tile * 32} px" if self.encoder_tile else ", encoder untiled"
         stages = ", ".join(f"{k} {format_bytes(v)}" for k, v in self.stage_bytes.items())
         residency = "stages kept loaded" if self.keep_loaded else "one stage loaded at a time"
         return f"plan for {format_bytes(self.budget)}: {residency}, {tiling}; estimated need {stages}"
@@ -76,22 +79,30 @@ def stage_totals(component_bytes: dict) -> dict:
 
 
 def _stage_needs(model, sizes: StageSizes, height: int, width: int, base: int, text_length: int):
-    """(need per stage at this size, decoder need as a function of the tile)."""
+    """(need per stage at this size, tiled need of a VAE stage as a function of (stage, tile)).
+    A controlnet runs inside the transformer stage (both at every step), so its need joins it."""
     factor = model.vae_scale_factor
+    weights = dict(sizes.bytes)
+    controlnet = weights.pop("controlnet", None)
     if sizes.engines:
-        need = {stage: base + b for stage, b in stage_totals(sizes.bytes).items()}
-        return need, lambda tile: need["vae_decoder"]
-    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in stage_totals(sizes.bytes).items()}
+        need = {stage: base + b for stage, b in stage_totals(weights).items()}
+        if controlnet is not None:
+            need["transformer"] += int(controlnet)
+        return need, lambda stage, tile: need[stage]
+    need = {stage: base + int(w * SESSION_OVERHEAD) for stage, w in stage_totals(weights).items()}
     need["text_encoder"] += activation_bytes("text_encoder", model, height, width, text_length)
-    need["transformer"] += activation_bytes("transformer", model, height, width)
-    decoder_base = need["vae_decoder"]
+    if controlnet is None:
+        need["transformer"] += activation_bytes("transformer", model, height, width)
+    else:
+        need["transformer"] += int(controlnet * SESSION_OVERHEAD) + activation_bytes("controlnet", model, height, width)
+    vae_base = dict(need)
     latent_h, latent_w = height // factor, width // factor
 
-    def decoder_need(tile: int | None) -> int:
+    def tiled_need(stage: str, tile: int | None) -> int:
         th, tw = (latent_h, latent_w) if tile is None else (min(tile, latent_h), min(tile, latent_w))
-        return decoder_base + activation_bytes("vae_decoder", model, th * factor, tw * factor)
+        return vae_base[stage] + activation_bytes(stage, model, th * factor, tw * factor)
 
-    return need, decoder_need
+    return need, tiled_need
 
 
 def _over_budget(stage: str, need: int, budget: int, engines: bool, where: str) -> str:
@@ -100,7 +111,7 @@ def _over_budget(stage: str, need: int, budget: int, engines: bool, where: str) 
                 "engine, working memory for its largest profile shape, I/O buffers); raise --max-memory, or rebuild "
                 "the engines with a smaller --max-size/--decoder-tile or a lower precision")
     return (f"--max-memory {format_bytes(budget)} is below what the {stage} needs{where} (about {format_bytes(need)}); "
-            + ("raise --max-memory to at least that" if stage == "decoder" else
+            + ("raise --max-memory to at least that" if stage in ("decoder", "encoder") else
                "raise --max-memory or choose a smaller size or lower precision"))
 
 
@@ -116,7 +127,7 @@ def tile_candidates(latent_h: int, latent_w: int, max_tile: int | None, min_tile
 
 
 def plan_memory(model, weights, height: int, width: int, budget: int, keep_loaded: bool | None = False,
-                base: int = 0, max_tile: int | None = None, text_length: int = 300) -> MemoryPlan:
+                base: int = 0, max_tile: int | None = None, text_length: int = 300, encode: bool = False) -> MemoryPlan:
     """Choose residency and decoder tile for a `height` x `width` px run within `budget` bytes.
 
     `weights`: stage -> bytes of its graph (or a backend's `StageSizes`); `base`: memory in use
@@ -124,12 +135,18 @@ def plan_memory(model, weights, height: int, width: int, budget: int, keep_loade
     largest decoder input the engine's profile allows (latent positions), None when any size runs.
     `keep_loaded`: True keeps every stage loaded when they fit (a note when not), False releases
     each stage after it runs (the lowest peak: one image, nothing to reuse), None keeps them when
-    they fit. Raises UserError, before any work, when no plan fits the budget or the engine profile.
+    they fit. `encode`: the run encodes an input image first (its encoder tile is planned like the
+    decoder's, and the encoder stage counts only then). Raises UserError, before any work, when no
+    plan fits the budget or the engine profile.
     """
     sizes = weights if isinstance(weights, StageSizes) else StageSizes(dict(weights))
     factor = model.vae_scale_factor
     latent_h, latent_w = height // factor, width // factor
-    need, decoder_need = _stage_needs(model, sizes, height, width, base, text_length)
+    need, tiled_need = _stage_needs(model, sizes, height, width, base, text_length)
+    if not encode:
+        need.pop("vae_encoder", None)
+    elif "vae_encoder" not in need:
+        raise UserError("this export has no VAE encoder to encode the input image; re-export it with this sana-edge")
     candidates = tile_candidates(latent_h, latent_w, max_tile, sizes.min_tile)
     if not candidates:
         raise UserError(
@@ -141,12 +158,15 @@ def plan_memory(model, weights, height: int, width: int, budget: int, keep_loade
     if other_peak > budget:
         stage = max(("text_encoder", "transformer"), key=need.get)
         raise UserError(_over_budget(stage, need[stage], budget, sizes.engines, f" at {width}x{height}"))
-    tile = next((t for t in candidates if decoder_need(t) <= budget), "none")
-    if tile == "none":
-        where = "" if sizes.engines else " even with the smallest tile"
-        raise UserError(_over_budget("decoder", decoder_need(candidates[-1]), budget, sizes.engines, where))
-    need["vae_decoder"] = decoder_need(tile)
-    plan = MemoryPlan(budget, False, tile, need, base)
+    tiles = {}
+    for stage in ("vae_decoder", "vae_encoder") if encode else ("vae_decoder",):
+        tile = next((t for t in candidates if tiled_need(stage, t) <= budget), "none")
+        if tile == "none":
+            where = "" if sizes.engines else " even with the smallest tile"
+            label = "decoder" if stage == "vae_decoder" else "encoder"
+            raise UserError(_over_budget(label, tiled_need(stage, candidates[-1]), budget, sizes.engines, where))
+        need[stage], tiles[stage] = tiled_need(stage, tile), tile
+    plan = MemoryPlan(budget, False, tiles["vae_decoder"], need, base, encoder_tile=tiles.get("vae_encoder"))
     fits = plan.resident_peak <= budget
     if keep_loaded is None or sizes.engines:
         # Default: keep every stage loaded across images when they all fit (session creation
@@ -158,11 +178,4 @@ def plan_memory(model, weights, height: int, width: int, budget: int, keep_loade
         if not fits:
             plan.notes.append(f"--keep-loaded ignored: all stages together need about "
                               f"{format_bytes(plan.resident_peak)}, over the {format_bytes(budget)} budget")
-    return plan
-    if keep_loaded:
-        plan.keep_loaded = plan.resident_peak <= budget
-        resident = plan.resident_peak
-        if not plan.keep_loaded:
-            plan.notes.append(f"--keep-loaded ignored: all stages together need about {format_bytes(resident)}, "
-                              f"over the {format_bytes(budget)} budget")
     return plan

@@ -97,6 +97,14 @@ class FlowDPMSolver:
         self._previous_x0 = None
         return self.timesteps
 
+    def set_begin_index(self, index: int) -> None:
+        """Start at scheduled step `index` (image-to-image), at first order there as diffusers does
+        (no previous prediction yet)."""
+        if not 0 <= index < len(self.timesteps):
+            raise ValueError(f"begin index {index} outside the {len(self.timesteps)} scheduled steps")
+        self._index = index
+        self._previous_x0 = None
+
     def _alpha_sigma_lambda(self, index: int):
         sigma = self.sigmas[index]
         alpha = np.float32(1.0) - sigma

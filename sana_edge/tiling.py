@@ -74,3 +74,36 @@ def decode_tiled(
                 on_tile(done, len(rows) * len(cols))
     out /= total
     return out
+
+
+def encode_tiled(
+    encode: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int, factor: int,
+    overlap: int | None = None, on_tile: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Encode `image` (1, 3, H, W) in overlapping tiles of `tile` latent positions (tile x factor px);
+    `encode` maps (1, 3, th*f, tw*f) -> (1, C, th, tw). The latent tiles are blended with the same
+    linear ramps as decode_tiled, in latent space, so encoder memory follows the tile."""
+    _, _, height_px, width_px = image.shape
+    height, width = height_px // factor, width_px // factor
+    if height <= tile and width <= tile:
+        return encode(image)
+    overlap = default_overlap(tile) if overlap is None else overlap
+    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    th, tw = min(tile, height), min(tile, width)
+    out, total = None, np.zeros((height, width), np.float32)
+    done = 0
+    for i, y in enumerate(rows):
+        wy = _axis_weights(rows, i, th, 1)
+        for j, x in enumerate(cols):
+            wx = _axis_weights(cols, j, tw, 1)
+            pixels = image[:, :, y * factor:(y + th) * factor, x * factor:(x + tw) * factor]
+            latent = encode(np.ascontiguousarray(pixels))
+            if out is None:
+                out = np.zeros((1, latent.shape[1], height, width), np.float32)
+            weight = wy[:, None] * wx[None, :]
+            out[:, :, y:y + th, x:x + tw] += latent * weight
+            total[y:y + th, x:x + tw] += weight
+            done += 1
+            if on_tile:
+                on_tile(done, len(rows) * len(cols))
+    return out / total

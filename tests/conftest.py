@@ -21,12 +21,22 @@ def tiny_checkpoint(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-sana", seed=0)
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tiny_checkpoint, tmp_path_factory):
+def _fp32_export(checkpoint, tmp_path_factory, name):
     from sana_edge.export.exporter import ExportOptions, export_checkpoint
 
-    out = tmp_path_factory.mktemp("export") / "tiny-fp32"
-    return export_checkpoint(ExportOptions(str(tiny_checkpoint), out), log=lambda _: None)
+    out = tmp_path_factory.mktemp("export") / name
+    return export_checkpoint(ExportOptions(str(checkpoint), out), log=lambda _: None)
+
+
+def _diffusers(checkpoint):
+    from sana_edge.export.checkpoint import load_sana_pipeline
+
+    return load_sana_pipeline(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, tmp_path_factory):
+    return _fp32_export(tiny_checkpoint, tmp_path_factory, "tiny-fp32")
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +50,42 @@ def tiny_single_export(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def diffusers_pipe(tiny_checkpoint):
-    from sana_edge.export.checkpoint import load_sana_pipeline
+    return _diffusers(tiny_checkpoint)
 
-    return load_sana_pipeline(tiny_checkpoint)
+
+@pytest.fixture(scope="session")
+def sprint_checkpoint(diffusers_pipe, tmp_path_factory):
+    """A tiny random Sana-Sprint checkpoint (sprint-0.6b's settings) over the tiny model's parts."""
+    from sana_edge.export.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-sprint", variant="sprint-0.6b",
+                                 base=diffusers_pipe)
+
+
+@pytest.fixture(scope="session")
+def sprint_export(sprint_checkpoint, tmp_path_factory):
+    return _fp32_export(sprint_checkpoint, tmp_path_factory, "tiny-sprint-fp32")
+
+
+@pytest.fixture(scope="session")
+def sprint_pipe(sprint_checkpoint):
+    return _diffusers(sprint_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def controlnet_dir(diffusers_pipe, tmp_path_factory):
+    """A tiny random SanaControlNetModel folder for the tiny model's transformer."""
+    from sana_edge.export.variants import tiny_controlnet
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-controlnet"
+    tiny_controlnet(diffusers_pipe.transformer).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def controlnet_export(tiny_checkpoint, controlnet_dir, tmp_path_factory):
+    from sana_edge.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "tiny-controlnet-fp32"
+    assert main(["export", str(tiny_checkpoint), "--controlnet", str(controlnet_dir), "-o", str(out)]) == 0
+    return out

@@ -108,6 +108,35 @@ def test_fp16_traced_graph_upcasts_to_an_equivalent_fp32_graph(tmp_path):
     np.testing.assert_allclose(output, expected, atol=2e-4 * float(np.abs(expected).max()))
 
 
+def test_sprint_models_run_at_batch_1_with_guidance_and_total_1_2_4_steps():
+    """Sana-Sprint rows: no CFG batch, the guidance input fed, totals for 1, 2 (headline) and 4 steps."""
+    from benchmarks.bench_models import stage_inputs, torch_args
+    from benchmarks.bench_report import markdown, summarize
+
+    step = stage_inputs("sprint-tiny", "step", 64)
+    assert step["latents"].shape[0] == 1 and step["guidance"].shape == (1,)
+    assert len(torch_args("step", step, model="sprint-tiny")) == 5  # latents, embeds, mask, timestep, guidance
+    assert stage_inputs("sprint-tiny", "text_encoder", None)["input_ids"].shape[0] == 1
+    assert "guidance" not in stage_inputs("tiny", "step", 64) and stage_inputs("tiny", "step", 64)["latents"].shape[0] == 2
+
+    medians = {"text_encoder": 2.0, "step": 0.5, "decode": 3.0}
+    measurements = [{"stage": s, "size": None if s == "text_encoder" else 512, "backend": b,
+                     "median_s": v * (1 if b == "torch-fp32" else 0.5), "peak_rss_mb": 1.0, "x_from_floor": 1.0}
+                    for s, v in medians.items() for b in ("torch-fp32", "ort-int8")]
+    result = {"settings": {"sizes": [512], "steps": [1, 2, 4], "primary_steps": 2, "sampler": "sprint",
+                           "caption_tokens": 300, "repeats": 3, "warmup": 1},
+              "baseline": "torch-fp32", "backends": ["torch-fp32", "ort-int8"], "measurements": measurements,
+              "machine": {"cpu": "cpu", "threads": 2, "cores": 2, "isa": ["avx2"]}, "matmul_rate": {"fp32_gflops": 100.0}, "flops": {},
+              "versions": {}, "command": "x", "duration_s": 1.0, "model": "sprint-tiny"}
+    result["summary"] = summarize(result)
+    row = result["summary"]["512"]["ort-int8"]
+    assert row["totals_s"] == {"1": 2.75, "2": 3.0, "4": 3.5} and row["total_s"] == 3.0
+    assert row["dominant_stage"] == "decode" and row["total_speedup_vs_baseline"]["4"] == pytest.approx(2.0)
+    text = markdown(result)
+    assert "total 2 steps (s) | total 1 steps (s) | total 4 steps (s)" in text and "batch 1" in text
+    assert "CPU ISA: AVX2" in text
+
+
 def test_text_encoder_latency_benchmark_measures_every_path_and_records_the_isa(tmp_path):
     """benchmarks.text_encoder_latency on the tiny model: every path encodes the same prompt, the
     cached one runs only the prompt's tokens, and the results carry the CPU's ISA."""

@@ -47,7 +47,7 @@ def _engines(export_dir) -> dict:
 @pytest.mark.parametrize("precision", ["int8", "int4"])
 def test_rtx_builds_engines_for_quantized_graphs(tiny_checkpoint, tmp_path, engine_cache, precision):
     record = _engines(_export(tiny_checkpoint, tmp_path / precision, precision))
-    assert set(record["components"]) == {"text_encoder", "caption_kv", "transformer_step", "vae_decoder"}
+    assert set(record["components"]) == {"text_encoder", "caption_kv", "transformer_step", "vae_decoder", "vae_encoder"}
     for entry in record["components"].values():
         assert entry["precision"] == precision and (tmp_path / precision / entry["file"]).stat().st_size > 0
 

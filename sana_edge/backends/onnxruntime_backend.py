@@ -104,18 +104,25 @@ class OnnxRuntimeBackend(HostMemoryPlanning):
         # grows in powers of two and keeps what it grew, which put a 4096 px decode in 1536 px
         # tiles at 15.2 GiB peak against a 12 GiB plan; without it 6.4 GiB, but a 1536 px decode
         # took 87.5 s instead of 56.5 s (benchmarks/results/memory.md), so unbound runs keep it.
-        from ..components import declaration_for
-
         path = manifest.component_path(name)
         # Only a verified export may use cached optimized graphs: the cache is keyed by the
         # manifest's sha256, which must be the file's.
         digest = manifest.components[name]["sha256"] if getattr(manifest, "verified", False) else None
         session = self.load(path, memory_arena=not low_memory, graph_sha256=digest)
-        # an export made before a contract changed follows its legacy declaration (still run)
-        declaration_for(name, session.input_names).check_io_names(session.input_names, session.output_names, str(path))
+        check_graph_io(manifest, name, session, path)
         return session
 
     def describe(self) -> str:
         import onnxruntime as ort
 
         return f"onnxruntime {ort.__version__} ({', '.join(self.providers)})"
+
+
+def check_graph_io(manifest, name: str, session, path) -> None:
+    """The loaded graph's inputs and outputs are the declaration's, as this export's model has it
+    (Sprint's guidance input, a controlnet's residuals); an export made before a contract changed
+    follows its legacy declaration (still run)."""
+    from ..components import declaration_for
+
+    declaration = declaration_for(name, session.input_names).for_model(manifest.model)
+    declaration.check_io_names(session.input_names, session.output_names, str(path))

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..components import TRANSFORMER, TRANSFORMER_STEP
 from ..errors import UserError
-from .onnxruntime_backend import HostMemoryPlanning, OnnxRuntimeBackend, OrtSession
+from .onnxruntime_backend import HostMemoryPlanning, OnnxRuntimeBackend, OrtSession, check_graph_io
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 STEP_GRAPHS = (TRANSFORMER.name, TRANSFORMER_STEP.name)
@@ -210,13 +210,11 @@ class OrtCudaBackend(OnnxRuntimeBackend):
         return [(CUDA_PROVIDER, options), "CPUExecutionProvider"]
 
     def load_component(self, manifest, name: str, low_memory: bool = False) -> OrtCudaSession:
-        from ..components import COMPONENTS
-
         path = manifest.component_path(name)
         # The optimized-graph cache is keyed for CPU layouts; CUDA sessions optimize afresh.
         session = OrtCudaSession(path, self.provider_list(name, low_memory), self.device, self.device_id,
                                  threads=self.threads, memory_arena=not low_memory)
-        COMPONENTS[name].check_io_names(session.input_names, session.output_names, str(path))
+        check_graph_io(manifest, name, session, path)
         return session
 
     # The planner's questions go to device memory on a GPU, host memory on the CPU stand-in.

@@ -20,14 +20,19 @@ def init_tiny(
     out_dir: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
     seed: int = number_option(0, "--seed", limit=SEED, help="Seed for the random weights."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty folder."),
-    preset: str = typer.Option("tiny", help="tiny (tests, demo) or mid (full 0.6B width, 4 layers)."),
+    preset: str = typer.Option("tiny", help="tiny (tests, demo), mid (full 0.6B width, 4 layers) or mid-sprint (the same as Sana-Sprint)."),
+    variant: Optional[str] = typer.Option(
+        None, help="A published SANA checkpoint's settings at tiny width, e.g. sprint-0.6b, sana-1.6b-4k, sana1.5-4.8b."),
 ):
     """Write a tiny random-weight SANA checkpoint (diffusers layout) for tests and demos."""
     require_extra("export", ("sana_edge.export.configs",))
     from ..export.configs import PRESETS
+    from ..export.variants import VARIANTS
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    if variant is not None and variant not in VARIANTS:
+        raise UserError(f"unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}")
     _check_out_before_torch(out_dir, force)
     from ..export.checkpoint import quiet_build_libraries
     from ..export.staging import staging_dir
@@ -35,7 +40,7 @@ def init_tiny(
 
     quiet_build_libraries()
     with staging_dir(out_dir) as stage:
-        write_tiny_checkpoint(stage, seed=seed, preset=preset)
+        write_tiny_checkpoint(stage, seed=seed, preset=preset, variant=variant)
     make_console().print(f"tiny SANA checkpoint written to {out_dir}")
 
 
@@ -54,8 +59,9 @@ def export(
         "(OpenVINO IR, int8/int4 by NNCF; needs sana-edge[nncf])."),
     calib_prompts: Optional[Path] = typer.Option(None, help="Calibration prompts, one per line (default: the shipped set)."),
     calib_size: int = number_option(16, "--calib-size", limit=CALIB_SIZE, help="How many calibration prompts to run."),
-    calib_steps: int = number_option(8, "--calib-steps", limit=CALIB_STEPS,
-                                     help="Sampling steps of each calibration trajectory (all recorded)."),
+    calib_steps: Optional[int] = number_option(
+        None, "--calib-steps", limit=CALIB_STEPS, help="Sampling steps of each calibration trajectory, all recorded "
+        "(default: 8 for Sana; for Sana-Sprint one 2-step and one 4-step trajectory per prompt)."),
     calib_seed: int = number_option(0, "--calib-seed", limit=SEED, help="Seed of the calibration noise."),
     calib_resolution: Optional[int] = number_option(
         None, "--calib-resolution", limit=IMAGE_SIDE,
@@ -82,10 +88,13 @@ def export(
                                       help="TensorRT: largest decoder input (px); larger images decode in tiles."),
     compute_capability: Optional[str] = typer.Option(
         None, help="TensorRT-RTX: target GPU, e.g. 8.9 (default: portable across Ampere and later RTX GPUs)."),
+    controlnet: Optional[Path] = typer.Option(
+        None, help="A diffusers SanaControlNetModel folder to export beside the transformer (for --control-image)."),
     allow_pickle: bool = typer.Option(
         False, "--allow-pickle", help="Load .bin/.pt (pickle) weights, which can run code: only for checkpoints you trust."),
 ):
-    """Export text encoder, transformer and DC-AE decoder to validated ONNX graphs (and TensorRT engines)."""
+    """Export text encoder, transformer, DC-AE decoder and encoder (and a controlnet) to validated ONNX graphs
+    (and TensorRT engines)."""
     if out_dir is None:
         if not is_builtin(checkpoint):
             raise UserError(f"pass the export folder to create with -o DIR (e.g. -o {Path(checkpoint).name or 'sana'}-onnx)")
@@ -123,7 +132,7 @@ def export(
                               resolution=calib_resolution, seed=calib_seed)
     console = make_console()
     options = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, precision=precision, force=force, quant=quant,
-                            calibration=calibration, engines=engines, allow_pickle=allow_pickle,
+                            calibration=calibration, engines=engines, controlnet=controlnet, allow_pickle=allow_pickle,
                             split_transformer=not single_transformer)
     job = prepare(options, console.print)
     require_export_extra()

@@ -20,9 +20,9 @@ def eval_command(
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Text file, one prompt per line (# comments and blank lines ignored)."),
     size: int = number_option(512, "--size", limit=IMAGE_SIDE,
                               help="Image height and width in px, a multiple of the VAE scale factor."),
-    steps: int = number_option(20, "--steps", limit=STEPS, help="Denoising steps."),
-    guidance: float = number_option(4.5, "--guidance", limit=GUIDANCE,
-                                    help="Classifier-free guidance scale (<= 1 turns CFG off)."),
+    steps: Optional[int] = number_option(None, "--steps", limit=STEPS, help="Denoising steps (default: the model's)."),
+    guidance: Optional[float] = number_option(
+        None, "--guidance", limit=GUIDANCE, help="Guidance scale (default: the model's; for Sana <= 1 turns CFG off)."),
     seed: int = number_option(0, "--seed", limit=SEED, help="Noise seed of the first prompt (prompt i uses seed + i)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result to this JSON file."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),

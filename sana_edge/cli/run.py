@@ -24,9 +24,11 @@ def run(
     model: Optional[Path] = typer.Option(
         None, "--model", "-m", help="Export folder made by `sana-edge export` (default: the exported built-in model)."),
     output: Path = typer.Option(Path("image.png"), "-o", "--output", help="PNG file to write."),
-    steps: int = number_option(20, "--steps", limit=STEPS, help="Denoising steps."),
-    guidance: float = number_option(4.5, "--guidance", limit=GUIDANCE,
-                                    help="Classifier-free guidance scale (<= 1 turns CFG off)."),
+    steps: Optional[int] = number_option(
+        None, "--steps", limit=STEPS, help="Denoising steps (default: the model's, 20 for Sana, 2 for Sana-Sprint)."),
+    guidance: Optional[float] = number_option(
+        None, "--guidance", limit=GUIDANCE, help="Guidance scale (default: the model's, 4.5): CFG for Sana (<= 1 turns "
+        "it off), the embedded guidance for Sana-Sprint."),
     seed: Optional[int] = number_option(None, "--seed", limit=SEED, help="Seed for the initial noise (random if omitted)."),
     height: Optional[int] = number_option(None, "--height", limit=IMAGE_SIDE,
                                           help="Image height in px, a multiple of 32 (default: model size)."),
@@ -34,6 +36,19 @@ def run(
                                          help="Image width in px, a multiple of 32 (default: model size)."),
     negative_prompt: str = typer.Option("", help="Negative prompt."),
     latents: Optional[Path] = typer.Option(None, help=".npy file with the initial noise (1, C, H/32, W/32)."),
+    step_noise: Optional[Path] = typer.Option(
+        None, help="Sana-Sprint: .npy file with the noise re-added after each step but the last, "
+        "(steps - 1, 1, C, H/32, W/32) (default: drawn from the seed)."),
+    timesteps: Optional[str] = typer.Option(
+        None, help="Sana-Sprint: custom TrigFlow times, steps + 1 comma-separated values from <= 1.5708 down to 0."),
+    image: Optional[Path] = typer.Option(
+        None, help="Image-to-image: the input image (its size is the output's; sides must be multiples of 32 unless "
+        "--height/--width say what to resize it to)."),
+    strength: Optional[float] = typer.Option(
+        None, help="Image-to-image: how much to change the image, in (0, 1] (default 0.6)."),
+    control_image: Optional[Path] = typer.Option(
+        None, help="ControlNet: the control image (e.g. an edge map); needs an export made with --controlnet."),
+    control_scale: float = typer.Option(1.0, help="ControlNet: the controlnet's conditioning scale."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the export files."),
     backend: str = typer.Option("auto", help="auto (OpenVINO for a --target openvino export, TensorRT when the export "
                                 "has engines and a GPU is here, ONNX Runtime on the GPU (ort-cuda) with onnxruntime-gpu "
@@ -66,6 +81,9 @@ def run(
         if not (model / "manifest.json").is_file():
             raise UserError(f"no --model given and the built-in model is not exported yet ({model}); "
                             "run `sana-edge export` (or `make demo`) first, or pass --model DIR")
+    if strength is not None and image is None:
+        raise UserError("--strength applies to image-to-image; pass the input image with --image")
+    extra = _family_inputs(step_noise, timesteps, image, strength, control_image, control_scale)
     options = {"device": device} if device is not None else {}
     if cuda_graph:
         options["cuda_graph"] = True
@@ -74,9 +92,12 @@ def run(
         pipe = SanaEdgePipeline.from_export(model, backend=backend, verify=not no_verify, max_memory=budget,
                                             keep_loaded=keep_loaded, **options)
     _print_warnings(at_load)
+    model_values = pipe.manifest.model
+    steps = model_values.default_steps if steps is None else steps
+    guidance = model_values.default_guidance if guidance is None else guidance
     console = make_console()
     request = dict(negative_prompt=negative_prompt, height=height, width=width, steps=steps,
-                   guidance_scale=guidance, seed=seed, latents=initial)
+                   guidance_scale=guidance, seed=seed, latents=initial, **extra)
     if dry_run:
         prepared = pipe.prepare(prompt, **request)
         console.print(f"inputs are valid: {prepared.width}x{prepared.height}, {steps} steps, guidance {guidance}, "
@@ -91,13 +112,16 @@ def run(
     with progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         task = progress.add_task("denoise", total=steps)
-        result = pipe.generate(prompt, **request, on_step=lambda done, total, _latents: progress.update(task, completed=done))
+        result = pipe.generate(prompt, **request, on_step=lambda done, total, _latents: progress.update(
+            task, completed=done, total=total))
     _print_warnings(caught)
     image = result.image
     metadata = {
         "prompt": prompt, "negative_prompt": negative_prompt, "seed": "latents-file" if initial is not None else result.seed,
         "steps": steps, "guidance": guidance, "size": f"{image.width}x{image.height}",
         "precision": pipe.manifest.precision, "model": str(model),
+        **{k: v for k, v in (("image", extra.get("image")), ("strength", extra.get("strength")), ("control_image", control_image),
+                             ("control_scale", control_scale if control_image else None)) if v is not None},
     }
     save_png(image, output, metadata)
     t = result.timings
@@ -105,8 +129,31 @@ def run(
         f"saved {output} ({image.width}x{image.height}, {steps} steps, {pipe.manifest.precision}, seed {metadata['seed']}) "
         f"| text encoder {t['text_encoder']:.2f}s, denoise {t['denoise']:.2f}s "
         f"({1000 * t['denoise'] / steps:.0f} ms/step), decode {t['decode']:.2f}s"
+        + (f", encode {t['encode']:.2f}s" if "encode" in t else "")
     )
     _print_memory(console, pipe, result)
+
+
+def _family_inputs(step_noise, timesteps, image, strength, control_image, control_scale) -> dict:
+    """generate() keywords of the Sprint, image-to-image and ControlNet options (checked there)."""
+    from ..inputs import load_latents_file
+
+    extra = {}
+    if step_noise is not None:
+        extra["step_noise"] = load_latents_file(step_noise, "--step-noise")
+    if timesteps is not None:
+        try:
+            extra["timesteps"] = [float(v) for v in timesteps.split(",")]
+        except ValueError:
+            raise UserError(f"--timesteps '{timesteps}' is not a comma-separated list of numbers "
+                            "(e.g. 1.5708,1.3,0)") from None
+    if image is not None:
+        from ..img2img import check_strength
+
+        extra.update(image=image, strength=check_strength(0.6 if strength is None else strength))
+    if control_image is not None:
+        extra.update(control_image=control_image, control_scale=control_scale)
+    return extra
 
 
 def _memory_budget(max_memory: str | None) -> int | None:
