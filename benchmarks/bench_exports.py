@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_models import CAPTION_TOKENS, MODELS, batch, component_spec, is_sprint, model_dims
+from .bench_models import CAPTION_TOKENS, MODELS, batch, component_spec, is_sprint, model_config, model_dims
 from .dit_step_latency import step_inputs
 
 CACHE_VERSION = 3  # 2: the recipe key is the component config record; 3: text encoder with a past K/V cache
@@ -62,7 +62,7 @@ def graph_dir(cache: Path, model: str, component: str, precision: str) -> Path:
     config = component_config(component, precision)
     precision = graph_precision(component, precision)
     recipe = config_record(config) if config is not None else None
-    key_source = {"v": CACHE_VERSION, "component": component, "config": MODELS[model][component_spec(component).name],
+    key_source = {"v": CACHE_VERSION, "component": component, "config": model_config(model, component_spec(component).name),
                   "precision": precision, "opset": OPSET, "recipe": recipe}
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return cache / f"{component}-{precision}-{key}"
@@ -218,9 +218,12 @@ def _resave(traced: Path, path: Path) -> None:
     shutil.rmtree(traced.parent)
 
 
-def calibration_feeds(model: str) -> list[dict]:
+def calibration_feeds(model: str, component: str = "transformer", cache: Path | None = None) -> list[dict]:
     """Random transformer feeds at a small latent size: the scales differ from a trajectory
-    calibration, the quantized graph's ops and shapes (what latency depends on) do not."""
+    calibration, the quantized graph's ops and shapes (what latency depends on) do not. The
+    split step graph gets the caption K/V the fp32 caption graph makes of those feeds."""
+    if component in ("caption_kv", "transformer_step"):
+        return split_feeds(model, component, calibration_feeds(model), cache)
     channels = model_dims(model)["caption_channels"]
     feeds = []
     # Sana-Sprint: TrigFlow times in (0, pi/2] at batch 1 with its guidance input; Sana: CFG batch.
@@ -235,6 +238,21 @@ def calibration_feeds(model: str) -> list[dict]:
     return feeds
 
 
+def split_feeds(model: str, component: str, feeds: list[dict], cache: Path) -> list[dict]:
+    """Transformer feeds as the split graphs take them (benchmarks.bench_cached_path)."""
+    if component == "caption_kv":
+        return [{"encoder_hidden_states": f["encoder_hidden_states"]} for f in feeds]
+    from sana_edge.backends.onnxruntime_backend import OrtSession
+
+    caption = ensure_graphs(model, "caption_kv", ["fp32"], cache)["fp32"]
+    session = OrtSession(Path(caption), ["CPUExecutionProvider"])
+    split = []
+    for feed in feeds:
+        kv = session.run({"encoder_hidden_states": feed["encoder_hidden_states"]})
+        split.append({**{k: v for k, v in feed.items() if k != "encoder_hidden_states"}, **kv})
+    return split
+
+
 def quantize(model: str, component: str, precision: str, source: Path, path: Path, log=print) -> None:
     """Apply the recipe's config for `component` to a copy of the fp32 graph."""
     from sana_edge.quant.apply import quantize_component
@@ -246,7 +264,7 @@ def quantize(model: str, component: str, precision: str, source: Path, path: Pat
     config = component_config(component, precision)
     feeds = None
     if config.needs_calibration:
-        feeds = calibration_feeds(model)
+        feeds = calibration_feeds(model, component, path.parents[1])
     quantize_component(path, config, feeds)
     _mark_done(path, time.perf_counter() - start)
     log(f"quantized {component} {precision} ({type(config).__name__}) in {time.perf_counter() - start:.0f}s -> {path}")

@@ -37,6 +37,18 @@ def cpu_isa() -> str:
     return cpu_features().describe()
 
 
+def _isa_flags() -> list[str]:
+    from sana_edge.cpu import cpu_features
+
+    return sorted(f for f in cpu_features().flags if f.startswith(("avx", "amx", "fma", "f16c")))
+
+
+def _bf16_native() -> bool:
+    from sana_edge.cpu import cpu_features
+
+    return cpu_features().bf16
+
+
 def load_average() -> float | None:
     """1-minute load average: other work on a shared machine shows up here, next to the figures."""
     try:
@@ -142,6 +154,8 @@ def describe(threads: int) -> dict:
     return {
         "cpu": cpu_model(),
         "isa": cpu_isa(),
+        "isa_flags": _isa_flags(),
+        "bf16_native": _bf16_native(),
         "cores": os.cpu_count(),
         "threads": threads,
         "gpu": gpu_model(),

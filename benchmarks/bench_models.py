@@ -29,10 +29,13 @@ import numpy as np
 
 from sana_edge.export import configs, variants
 
+from .bench_cached_path import STAGE_COMPONENT, cached_inputs, transformer_dims
 from .dit_step_latency import step_inputs
 
 STAGES = ("text_encoder", "step", "decode")
-COMPONENT_OF = {"text_encoder": "text_encoder", "step": "transformer", "decode": "vae_decoder"}
+COMPONENT_OF = {"text_encoder": "text_encoder", "step": "transformer", "decode": "vae_decoder", **STAGE_COMPONENT}
+# The split transformer graphs are built from the transformer's config.
+CONFIG_OF = {"caption_kv": "transformer", "transformer_step": "transformer"}
 CAPTION_TOKENS = 300
 CFG_BATCH = 2
 
@@ -81,11 +84,16 @@ def component_spec(component: str, model: str = "sana-0.6b"):
     return COMPONENTS[component].for_model(values)
 
 
+def model_config(model: str, component: str) -> dict:
+    """The diffusers / transformers config a benchmark component is built from."""
+    return MODELS[model][CONFIG_OF.get(component, component)]
+
+
 def model_dims(model: str) -> dict:
     """The model dimensions the component declarations bind (as ModelValues.dims())."""
     cfg = MODELS[model]
     dit, text = cfg["transformer"], cfg["text_encoder"]
-    return {"latent_channels": dit["in_channels"], "out_channels": dit["out_channels"] or dit["in_channels"],
+    return {**transformer_dims(dit), "latent_channels": dit["in_channels"], "out_channels": dit["out_channels"] or dit["in_channels"],
             "caption_channels": dit["caption_channels"], "vocab_size": text["vocab_size"],
             "text_layers": text["num_hidden_layers"], "text_kv_heads": text["num_key_value_heads"],
             "text_head_dim": text["head_dim"]}
@@ -102,6 +110,8 @@ def empty_past(model: str, batch: int) -> dict[str, np.ndarray]:
 
 def stage_inputs(model: str, stage: str, size: int | None) -> dict[str, np.ndarray]:
     """Deterministic inputs of one stage, named as the component declarations name them."""
+    if stage in STAGE_COMPONENT:
+        return cached_inputs(model, stage, size)
     dims = model_dims(model)
     if stage == "step":
         feeds = step_inputs(size, batch=batch(model), caption_length=CAPTION_TOKENS,
@@ -131,9 +141,9 @@ def build_torch(model: str, component: str):
     from sana_edge.export.wrappers import torch_module
 
     spec = component_spec(component, model)
-    cfg = MODELS[model][spec.name]
+    cfg = model_config(model, spec.name)
     torch.manual_seed(0)
-    if spec.name == "transformer":
+    if spec.name in ("transformer", *CONFIG_OF):
         module = SanaTransformer2DModel(**cfg)
     elif spec.name == "vae_decoder":
         module = AutoencoderDC(**cfg)

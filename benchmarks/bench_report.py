@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from .bench_cached_path import markdown_cached
+
 STAGE_LABELS = {"text_encoder": "text enc.", "step": "1 step", "decode": "decode"}
 
 
@@ -86,6 +88,18 @@ def _fmt(seconds, ratio=None) -> str:
     return text if ratio is None else f"{text} ({ratio:.2f}x)"
 
 
+def _bf16_lines(result: dict) -> list[str]:
+    """torch-bf16 rows are measured on every CPU; say when this one has no bf16 instructions."""
+    if not any("bf16" in b and "cuda" not in b for b in result["backends"]):
+        return []
+    native = result["machine"].get("bf16_native")
+    if native is None:
+        return []
+    return ["", "torch-bf16 ran on a CPU " + ("with bf16 instructions (AVX-512 BF16 / AMX-BF16)." if native else
+            "**without bf16 instructions** (no AVX-512 BF16 / AMX-BF16): oneDNN converts to fp32 around each "
+            "op, so this row is what a torch user picking bf16 gets here, not bf16 at native speed.")]
+
+
 def markdown(result: dict) -> str:
     s, m = result["settings"], result["machine"]
     rates = result["matmul_rate"]
@@ -93,7 +107,8 @@ def markdown(result: dict) -> str:
     sprint = s.get("sampler") == "sprint"
     batch_words = ("batch 1 (Sana-Sprint: no negative prompt" if sprint else "batch 2 (prompt + negative")
     step_words = ("batch 1 with the guidance input (Sana-Sprint, no CFG)" if sprint else "batch 2 (CFG)")
-    isa = ", ".join(f.upper() for f in m.get("isa", [])) or "unknown"
+    isa = m.get("isa") or "unknown"
+    isa = isa if isinstance(isa, str) else ", ".join(f.upper() for f in isa)  # older results: a list
     lines = [
         f"# SANA latency per stage: {result['model']}, {m['cpu']}, {m['threads']} threads",
         "",
@@ -137,6 +152,8 @@ def markdown(result: dict) -> str:
         if base.get("dominant_stage"):
             shares = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in base["share"].items())
             lines.append(f"Dominant stage ({result['baseline']}): **{base['dominant_stage'].replace('_', ' ')}** ({shares}).")
+    lines += _bf16_lines(result)
+    lines += markdown_cached(result)
     lines += _runtime_precision_lines(result)
     shared = sorted({f"{e['backend']} {e['stage']} = {e['shared_with']}" for e in result["measurements"] if e.get("shared_with")})
     if shared:

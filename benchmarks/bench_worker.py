@@ -75,7 +75,12 @@ class OrtRunner:
         from sana_edge.backends.onnxruntime_backend import OrtSession
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if job.get("device") == "cuda" else ["CPUExecutionProvider"]
-        self.session = OrtSession(job["graph"], providers, threads=job["threads"])
+        digest = None
+        if job.get("ort_cache"):  # as the runtime loads a verified export: through the optimized-graph cache
+            from sana_edge.file_digests import cached_sha256
+
+            digest = cached_sha256(Path(job["graph"]))
+        self.session = OrtSession(job["graph"], providers, threads=job["threads"], graph_sha256=digest)
         self.feeds = stage_inputs(job["model"], job["stage"], job["size"])
 
     def run(self) -> np.ndarray:

@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from typing import Optional
 from sana_edge.backends import nvml
 
 from . import bench_machine
+from .bench_cached_path import CACHED_RUNTIMES, CACHED_STAGES, cached_stages, summarize_cached
 from .bench_backends import BACKENDS, graph_kinds, job_graph, missing_extra, worker_python
 from .bench_exports import DEFAULT_CACHE, graph_bytes
 from .bench_models import COMPONENT_OF, MODELS, STAGES, is_sprint
@@ -66,9 +68,11 @@ class WorkerFailed(RuntimeError):
 class Worker:
     def __init__(self, job: dict):
         python = worker_python(job["runtime"], sys.executable)
+        start = time.perf_counter()
         self.proc = subprocess.Popen([python, "-m", f"{PACKAGE}.bench_worker", json.dumps(job)],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = self._read()
+        self.spawn_s = time.perf_counter() - start  # process start to loaded: interpreter, imports, session
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -136,7 +140,8 @@ def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
         + f" -> {mode}")
     times = {b: [] for b in jobs}
     load_before = bench_machine.load_average()
-    info = {b: {"mode": mode, "load_s": [], "peak_rss_mb": None, "error": None} for b in jobs}
+    info = {b: {"mode": mode, "load_s": [], "peak_rss_mb": None, "error": None, "cold_s": None, "recold_s": None}
+            for b in jobs}
     workers: dict[str, Worker] = {}
 
     def fail(backend, exc):
@@ -156,8 +161,16 @@ def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
     def start(backend):
         worker = Worker(jobs[backend])
         info[backend]["load_s"].append(worker.ready["load_s"])
-        worker.run(args.warmup)
+        first = worker.run(args.warmup)
+        if first and info[backend]["cold_s"] is None:  # this stage's first worker in the run
+            info[backend]["cold_s"] = worker.spawn_s + first[0]
         return worker
+
+    def recold(backend):
+        """A fresh worker once more, now that the ORT cache holds the optimized graph."""
+        worker = Worker(jobs[backend])
+        info[backend]["recold_s"] = worker.spawn_s + worker.run(1)[0]
+        finish(backend, worker)
 
     live = list(jobs)
     if together:
@@ -183,6 +196,11 @@ def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
             finish(backend, worker)
         except WorkerFailed as exc:
             fail(backend, exc)
+    for backend in [b for b in jobs if jobs[b].get("ort_cache") and not info[b]["error"]]:
+        try:
+            recold(backend)
+        except WorkerFailed as exc:
+            fail(backend, exc)
     entries = {}
     for backend in jobs:
         entry = {**info[backend], "times_s": times[backend], "load_avg": [load_before, bench_machine.load_average()]}
@@ -192,17 +210,26 @@ def measure_stage(jobs: dict[str, dict], args, params: dict) -> dict[str, dict]:
     return entries
 
 
-def prepare_graphs(model: str, backends: list[str], cache: Path) -> dict:
-    """{component: {graph kind: path}} for every backend that runs graphs. Full size: one export
-    subprocess per component, so each export's memory is gone before the next; tiny: one."""
+def cached_backends(backends: list[str], cached_path: bool) -> list[str]:
+    return [b for b in backends if cached_path and BACKENDS[b][0] in CACHED_RUNTIMES]
+
+
+def prepare_graphs(model: str, backends: list[str], cache: Path, cached_path: bool) -> dict:
+    """{component: {graph kind: path}} for every backend that runs graphs (and the split
+    transformer graphs of the cached path). Full size: one export subprocess per component, so
+    each export's memory is gone before the next; tiny: one."""
     precisions = graph_kinds(backends)
-    components = ["text_encoder", "transformer", "vae_decoder"] if precisions else []
+    split = sorted({BACKENDS[b][1] for b in cached_backends(backends, cached_path)})
+    work = [(c, precisions) for c in ("text_encoder", "transformer", "vae_decoder") if precisions]
+    work += [(COMPONENT_OF[s], split) for s in cached_stages(model)[1:] if split]  # the split transformer
     graphs = {}
-    for batch in ([components] if model.endswith("tiny") else [[c] for c in components]):
-        log(f"graphs for {', '.join(batch)} {precisions} (cached under {cache})")
-        out = _python_module("bench_exports", "--model", model, "--components", ",".join(batch),
-                             "--precisions", ",".join(precisions), "--cache", str(cache))
-        graphs.update(json.loads(out.strip().splitlines()[-1]))
+    for batch in ([work] if model.endswith("tiny") else [[w] for w in work]):
+        for kinds in {tuple(k) for _, k in batch}:
+            names = [c for c, k in batch if tuple(k) == kinds]
+            log(f"graphs for {', '.join(names)} {list(kinds)} (cached under {cache})")
+            out = _python_module("bench_exports", "--model", model, "--components", ",".join(names),
+                                 "--precisions", ",".join(kinds), "--cache", str(cache))
+            graphs.update(json.loads(out.strip().splitlines()[-1]))
     return graphs
 
 
@@ -242,6 +269,8 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="tiny model, one size, 2 repeats (CI)")
     parser.add_argument("--sprint", action="store_true", help="with --quick: the tiny Sana-Sprint model")
     parser.add_argument("--isolate", action="store_true", help="never keep two workers loaded together")
+    parser.add_argument("--no-cached-path", dest="cached_path", action="store_false",
+                        help="skip sana-edge's own path (prefix-cached prompt, caption K/V once, split step)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
@@ -264,7 +293,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     machine = bench_machine.describe(args.threads)
     uses_gpu = any(BACKENDS[b][2] == "cuda" for b in args.backends)
-    tag = bench_machine.machine_tag(machine["cores"], machine["cpu"], machine["gpu"] if uses_gpu else None, machine["isa"])
+    tag = bench_machine.machine_tag(machine["cores"], machine["cpu"], machine["gpu"] if uses_gpu else None,
+                                   machine["isa_flags"])
     tag += ("" if args.model == "sana-0.6b" else f"-{args.model}") + ("-quick" if args.quick else "")
     machine["tag"] = tag
     log(f"{tag}: {machine['cpu']}, {args.threads} threads, {bench_machine.mem_available_gb() or 0:.1f} GB available")
@@ -273,18 +303,23 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if importlib.util.find_spec("torch"):  # FLOPs and torch's GEMM rate, in a subprocess (no torch here)
         probe = json.loads(_python_module("bench_models", "--model", args.model, "--threads", str(args.threads),
                                           "--sizes", ",".join(map(str, args.sizes))))
-    graphs = prepare_graphs(args.model, args.backends, args.cache)
+    graphs = prepare_graphs(args.model, args.backends, args.cache, args.cached_path)
+    # Workers keep their ORT cache of optimized graphs here, emptied first so that "cold" is cold.
+    os.environ["SANA_EDGE_CACHE"] = str(args.cache / "sana-edge-home")
+    shutil.rmtree(args.cache / "sana-edge-home", ignore_errors=True)
     rates = gemm_rates(args.threads, probe)
 
     measurements = []
-    for stage in STAGES:
-        for size in ([None] if stage == "text_encoder" else args.sizes):
+    cached = cached_backends(args.backends, args.cached_path)
+    for stage in STAGES + (cached_stages(args.model) if cached else ()):
+        for size in ([None] if stage in ("text_encoder", "prompt") else args.sizes):
             component = COMPONENT_OF[stage]
             jobs, shared = {}, {}
-            for backend in args.backends:
+            for backend in (cached if stage in CACHED_STAGES else args.backends):
                 runtime, precision, device = BACKENDS[backend]
                 job = {"runtime": runtime, "precision": precision, "device": device, "stage": stage,
-                       "size": size or 0, "model": args.model, "threads": args.threads}
+                       "size": size or 0, "model": args.model, "threads": args.threads,
+                       "ort_cache": runtime == "ort" and device == "cpu"}
                 job["graph"] = job_graph(runtime, precision, component, graphs, args.model, args.cache)
                 if job["graph"]:
                     twin = next((b for b, j in jobs.items() if (j.get("graph"), j["runtime"], j["device"]) ==
@@ -294,7 +329,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
                         continue
                 jobs[backend] = job
             entries = measure_stage(jobs, args, (probe or {}).get("params", {}))
-            for backend in args.backends:
+            for backend in [b for b in args.backends if b in jobs or b in shared]:
                 entry = {**entries[shared.get(backend, backend)], "stage": stage, "size": size, "backend": backend,
                          "shared_with": shared.get(backend)}
                 measurements.append(entry)
@@ -305,7 +340,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     rates["fp32_gflops"] = max(r.get(k) or 0 for r in (rates, rates_end) for k in fp32_keys)
     flops = (probe or {}).get("flops", {"text_encoder": None, "step": {}, "decode": {}})
     for entry in measurements:
-        stage_flops = flops[entry["stage"]] if entry["size"] is None else flops[entry["stage"]].get(str(entry["size"]))
+        stage_flops = flops.get(entry["stage"])  # none counted for the cached path's stages
+        stage_flops = stage_flops.get(str(entry["size"])) if isinstance(stage_flops, dict) else stage_flops
         add_floors(entry, stage_flops, rates)
 
     from sana_edge.export.exporter import tool_versions
@@ -327,6 +363,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     }
     result["duration_s"] = time.perf_counter() - t0
     result["summary"] = summarize(result)
+    result["cached_summary"] = summarize_cached(result)
+    shutil.rmtree(args.cache / "sana-edge-home", ignore_errors=True)  # optimized copies: as large as the graphs
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / tag
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
