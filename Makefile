@@ -22,7 +22,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sana-edge export --force
-	$(BIN)/sana-edge run "a large green triangle on the right on a white background" -o demo.png --seed 0
+	$(BIN)/sana-edge run "A big green triangle on the right, white background" -o demo.png --seed 0
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -13,7 +13,7 @@ from pathlib import Path
 
 BUILTIN_NAME = "shapes-sana"
 # A prompt the model knows (the shapes grammar: see sana_edge.shapes).
-EXAMPLE_PROMPT = "a large green triangle on the right on a white background"
+EXAMPLE_PROMPT = "A big green triangle on the right, white background"
 
 
 def shipped_checkpoint() -> Path:
