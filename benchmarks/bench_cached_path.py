@@ -111,6 +111,8 @@ def markdown_cached(result: dict) -> list[str]:
     """The cached-path tables (empty when no backend ran them)."""
     from .bench_report import step_counts
 
+    from .bench_models import is_sprint
+
     cached = result.get("cached_summary") or {}
     if not cached:
         return []
@@ -121,6 +123,9 @@ def markdown_cached(result: dict) -> list[str]:
              "caption K/V + N x step + decode; (Nx) = against the baseline's diffusers-path total. Cold: process start "
              "to the stage's first output in a fresh worker (interpreter, imports, session creation, first run); "
              "re-cold: the same again later in the run, when the optimized graph is in the ORT cache."]
+    if is_sprint(result["model"]):
+        lines[-1] += (" Sana-Sprint exports keep the single transformer graph (no caption K/V stage): its step is the "
+                      "diffusers-path step above.")
     for size, rows in cached.items():
         heads = "".join(f" total {n} steps (s) |" for n in counts)
         lines += ["", f"### {size} px", "",

@@ -367,9 +367,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     shutil.rmtree(args.cache / "sana-edge-home", ignore_errors=True)  # optimized copies: as large as the graphs
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / tag
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
-    plot(result, stem.with_suffix(".png"))
+    # Not with_suffix: a tag such as "...-sprint-0.6b" has a dot of its own.
+    named = lambda suffix: stem.parent / f"{stem.name}{suffix}"  # noqa: E731
+    named(".json").write_text(json.dumps(result, indent=2) + "\n")
+    named(".md").write_text(markdown(result))
+    plot(result, named(".png"))
     print(markdown(result))
     log(f"wrote {stem}.json, .md, .png")
     return result
