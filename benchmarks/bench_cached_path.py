@@ -71,19 +71,18 @@ def summarize_cached(result: dict) -> dict:
     """Per size, per backend that ran the cached stages: their medians, the totals and the speedup
     of each total against the baseline's diffusers-path total of the same step count."""
     from .bench_models import is_sprint
-    from .bench_report import step_counts
+    from .bench_report import measurement_index, stage_entries, step_counts
 
     counts, _ = step_counts(result["settings"])
     single = is_sprint(result["model"])  # the single transformer graph is the step, no caption K/V stage
-    found = {(m["stage"], m["size"], m["backend"]): m for m in result["measurements"]}
-    summary = {}
+    index, summary = measurement_index(result), {}
     for size in result["settings"]["sizes"]:
         rows = {}
         for backend in result["backends"]:
-            stages = {s: found.get((s, None if s == "prompt" else size, backend)) for s in CACHED_STAGES}
-            stages["decode"] = found.get(("decode", size, backend))
+            stages = stage_entries(index, (*CACHED_STAGES, "decode"), size, backend, once="prompt")
             if single:
-                stages.update(caption_kv={"median_s": 0.0}, step_split=found.get(("step", size, backend)))
+                step = stage_entries(index, ("step",), size, backend, once="prompt")["step"]
+                stages.update(caption_kv={"median_s": 0.0}, step_split=step)
             medians = {s: (m or {}).get("median_s") for s, m in stages.items()}
             if medians["prompt"] is None:
                 continue

@@ -39,6 +39,17 @@ def step_counts(settings: dict) -> tuple[list[int], int]:
     return counts, settings.get("primary_steps", counts[0])
 
 
+def measurement_index(result: dict) -> dict:
+    return {(m["stage"], m["size"], m["backend"]): m for m in result["measurements"]}
+
+
+def stage_entries(index: dict, stages, size: int, backend: str, once: str) -> dict:
+    """{stage: its measurement (or None)} for one size and backend from `measurement_index`;
+    `once` is the size-independent stage (text encoding, the cached prompt), measured once and
+    counted at every size."""
+    return {s: index.get((s, None if s == once else size, backend)) for s in stages}
+
+
 def summarize(result: dict) -> dict:
     """Per size and backend: stage medians, the totals (text encoding + N steps + decode; the
     headline N first: 20 for Sana, 2 for Sprint), speedups against the baseline, peak memory and
@@ -46,12 +57,11 @@ def summarize(result: dict) -> dict:
     counted at every size."""
     counts, steps = step_counts(result["settings"])
     baseline = result["baseline"]
-    found = {(m["stage"], m["size"], m["backend"]): m for m in result["measurements"]}
-    summary = {}
+    index, summary = measurement_index(result), {}
     for size in result["settings"]["sizes"]:
         rows = {}
         for backend in result["backends"]:
-            stages = {s: found.get((s, None if s == "text_encoder" else size, backend)) for s in STAGE_LABELS}
+            stages = stage_entries(index, STAGE_LABELS, size, backend, once="text_encoder")
             medians = {s: (m or {}).get("median_s") for s, m in stages.items()}
             row = {f"{s}_s": v for s, v in medians.items()}
             complete = all(v is not None for v in medians.values())

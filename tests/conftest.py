@@ -89,3 +89,11 @@ def controlnet_export(tiny_checkpoint, controlnet_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "tiny-controlnet-fp32"
     assert main(["export", str(tiny_checkpoint), "--controlnet", str(controlnet_dir), "-o", str(out)]) == 0
     return out
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """A working folder and a cache folder for one CLI test (cli_runner.Sandbox)."""
+    from cli_runner import Sandbox
+
+    return Sandbox(tmp_path)

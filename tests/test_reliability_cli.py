@@ -12,14 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import Sandbox, assert_one_line_error, run_cli
+from cli_runner import assert_one_line_error, run_cli
 
 RUN = ("--steps", "1", "--height", "64", "--width", "64", "--seed", "0")
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    return Sandbox(tmp_path)
 
 
 def _latent_shape(export: Path) -> tuple:

@@ -8,12 +8,6 @@ import pickle
 import shutil
 
 import pytest
-from cli_runner import Sandbox
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    return Sandbox(tmp_path)
 
 
 @pytest.fixture

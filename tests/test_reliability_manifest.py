@@ -12,14 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import Sandbox
 
 RUN = ("--steps", "1", "--height", "64", "--width", "64", "--seed", "0", "-o", "out.png")
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    return Sandbox(tmp_path)
 
 
 @pytest.fixture

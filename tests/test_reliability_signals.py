@@ -13,16 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import Sandbox, has_loaded, interrupt, start_cli, wait_for
+from cli_runner import has_loaded, interrupt, start_cli, wait_for
 
 STAGING = ".sana-edge-staging-"
 EXIT = {signal.SIGINT: (130, "error: interrupted; nothing was written"),
         signal.SIGTERM: (143, "error: terminated (SIGTERM); nothing was written")}
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    return Sandbox(tmp_path)
 
 
 def _staging_folders(folder: Path) -> list[Path]:
