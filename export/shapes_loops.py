@@ -124,26 +124,32 @@ def encode_scenes(vae, cfg, image_size: int):
 def train_transformer(cfg, transformer_config: dict, x0, scenes, text_encoder, captions: CaptionEncoder,
                       losses: list, dit=None):
     """Flow matching of a DiT (new from `transformer_config`, or `dit` to train on) and
-    `text_encoder` together; returns their EMA copies."""
+    `text_encoder` together (the DiT alone when cfg.text_lr is 0); returns their EMA copies."""
     import torch
     from diffusers import SanaTransformer2DModel
 
     dit = SanaTransformer2DModel(**transformer_config) if dit is None else dit
-    text_encoder.train()
+    # text_lr 0: the text encoder stays as it is (already trained, e.g. under a new autoencoder):
+    # no backward through it, which is ~3/4 of a joint step's time on CPU.
+    train_text = cfg.text_lr > 0
+    text_encoder.train(train_text).requires_grad_(train_text)
     ema_dit = copy.deepcopy(dit).eval().requires_grad_(False)
-    ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False)
-    opt = torch.optim.AdamW([
-        {"params": list(dit.parameters())},
-        {"params": list(text_encoder.parameters()), "lr_scale": cfg.text_lr / cfg.dit_lr},
-    ], lr=cfg.dit_lr, weight_decay=0.0)
-    pairs = list(zip(ema_dit.parameters(), dit.parameters())) + list(zip(ema_text.parameters(), text_encoder.parameters()))
+    ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False) if train_text else text_encoder
+    groups = [{"params": list(dit.parameters())}]
+    if train_text:
+        groups.append({"params": list(text_encoder.parameters()), "lr_scale": cfg.text_lr / cfg.dit_lr})
+    opt = torch.optim.AdamW(groups, lr=cfg.dit_lr, weight_decay=0.0)
+    pairs = list(zip(ema_dit.parameters(), dit.parameters()))
+    if train_text:
+        pairs += list(zip(ema_text.parameters(), text_encoder.parameters()))
     rng = np.random.default_rng(cfg.seed + 17)
     dit.train()
     for step in range(cfg.dit_steps):
         index = rng.integers(len(scenes), size=cfg.dit_batch)
         drop = rng.random(cfg.dit_batch) < cfg.caption_dropout
         texts = [training_caption(scenes[i], rng, cfg.p_grammar) for i in index]
-        embeds, mask = captions(text_encoder, texts, drop)
+        with torch.set_grad_enabled(train_text):
+            embeds, mask = captions(text_encoder, texts, drop)
         clean = x0[torch.from_numpy(index)]
         noise = torch.randn_like(clean)
         # Logit-normal flow time, then SANA's shift: training sees the noise levels sampling visits.
@@ -159,7 +165,7 @@ def train_transformer(cfg, transformer_config: dict, x0, scenes, text_encoder, c
             for e, p in pairs:
                 e.lerp_(p, 1 - decay)
         if (step + 1) % cfg.log_every == 0 or step == 0:
-            log(f"transformer + text encoder step {step + 1}/{cfg.dit_steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
+            log(f"transformer{' + text encoder' * train_text} step {step + 1}/{cfg.dit_steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
     return ema_dit, ema_text
 
 

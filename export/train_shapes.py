@@ -39,11 +39,12 @@ class TrainConfig:
     ae_latent_noise: float = 0.1  # x std of the latents, added before decoding while training
     ae_shape_weight: float = 4.0  # extra loss weight on shape pixels (small shapes are ~2% of pixels)
     ae_edge_weight: float = 8.0  # extra loss weight within 2 px of a shape's outline
+    new_autoencoder: bool = False  # with init_from: train a new DC-AE instead of keeping the checkpoint's
     dit_scenes: int = 20000  # encoded once; the DiT samples batches from them
     dit_steps: int = 7000
     dit_batch: int = 64
     dit_lr: float = 1e-3
-    text_lr: float = 5e-4
+    text_lr: float = 5e-4  # 0: the text encoder is kept frozen
     dit_ema: float = 0.999
     caption_dropout: float = 0.1
     p_grammar: float = 0.3  # share of training captions in the canonical grammar; the rest paraphrases
@@ -174,7 +175,9 @@ def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None
     export/shapes_stage_cache.py): reused when it matches the seed and settings, else written.
     `init_from`: a trained shapes-SANA folder: its tokenizer and DC-AE are kept as they are (no
     autoencoder stage, same latent scaling) and its DiT and text encoder train on from their
-    weights (fine-tuning, e.g. on new phrasings, in a fraction of a full run)."""
+    weights (fine-tuning, e.g. on new phrasings, in a fraction of a full run). With
+    `cfg.new_autoencoder` a new DC-AE is trained (or read from `autoencoder_cache`) instead, and
+    the DiT learns its latent space on from the checkpoint's weights."""
     import torch
     from diffusers import DPMSolverMultistepScheduler, SanaPipeline
 
@@ -197,7 +200,8 @@ def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None
     separation = {"initial": caption_separation(text_encoder, captions, probe)}
     wall["text"] = time.perf_counter() - start
 
-    if initial:
+    keep_autoencoder = initial is not None and not cfg.new_autoencoder
+    if keep_autoencoder:
         vae, ae_losses, recon_scores, wall["autoencoder"], reused = initial[2], [], [], 0.0, False
     else:
         vae, ae_losses, recon_scores, wall["autoencoder"], reused = _autoencoder_stage(cfg, autoencoder_cache)
@@ -205,7 +209,7 @@ def train(out_dir: Path, cfg: TrainConfig, autoencoder_cache: Path | None = None
     latents, scenes = encode_scenes(vae, cfg, IMAGE_SIZE)
     # SANA feeds the DiT latents * scaling_factor; make that unit variance, as DC-AE's 0.41407 does
     # (a DiT trained on from a checkpoint keeps the scaling it was trained with).
-    scaling = float(vae.config.scaling_factor) if initial else float(1.0 / latents.std())
+    scaling = float(vae.config.scaling_factor) if keep_autoencoder else float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
     wall["encode"] = time.perf_counter() - start - sum(wall.values())
     log(f"{len(scenes)} scenes encoded, latent scaling {scaling:.4f}")
@@ -267,21 +271,26 @@ def _thin(values: list[float], every: int) -> list[float]:
 def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: int | None = None,
                  dit_steps: int | None = None, threads: int = 2, eval_captions: int | None = None,
                  init_from: Path | None = None, dit_scenes: int | None = None, dit_lr: float | None = None,
-                 text_lr: float | None = None) -> dict:
+                 text_lr: float | None = None, new_autoencoder: bool = False) -> dict:
     """`sana-edge train-tiny`: check the options, train into a staging folder, report."""
     from . import shapes_stage_cache
     from .staging import check_out_dir, staging_dir
 
     given = {"ae_steps": ae_steps, "dit_steps": dit_steps, "eval_captions": eval_captions, "dit_scenes": dit_scenes,
              "dit_lr": dit_lr, "text_lr": text_lr}
-    cfg = TrainConfig(seed=seed, threads=threads, **{k: v for k, v in given.items() if v is not None})
+    cfg = TrainConfig(seed=seed, threads=threads, new_autoencoder=new_autoencoder,
+                      **{k: v for k, v in given.items() if v is not None})
     for name, value in (("--ae-steps", cfg.ae_steps), ("--dit-steps", cfg.dit_steps), ("--threads", cfg.threads),
                         ("--dit-scenes", cfg.dit_scenes)):
         if value < 1:
             raise UserError(f"{name} must be at least 1 (got {value})")
-    for name, value in (("--dit-lr", cfg.dit_lr), ("--text-lr", cfg.text_lr)):
-        if not value > 0:
-            raise UserError(f"{name} must be above 0 (got {value})")
+    if not cfg.dit_lr > 0:
+        raise UserError(f"--dit-lr must be above 0 (got {cfg.dit_lr})")
+    if not cfg.text_lr >= 0:
+        raise UserError(f"--text-lr must be 0 (a frozen text encoder) or above (got {cfg.text_lr})")
+    if new_autoencoder and init_from is None:
+        raise UserError("--new-autoencoder replaces the autoencoder of an --init-from checkpoint: give --init-from "
+                        "(without it, train-tiny trains a new autoencoder anyway)")
     if cfg.eval_captions < 0:
         raise UserError(f"--eval-captions must be 0 or more (got {cfg.eval_captions})")
     if init_from is not None and not Path(init_from).is_dir():
@@ -289,7 +298,8 @@ def run_training(out_dir: Path, seed: int = 0, force: bool = False, ae_steps: in
     check_out_dir(out_dir, force)
     command = (f"sana-edge train-tiny {out_dir} --seed {cfg.seed} --threads {cfg.threads} --ae-steps {cfg.ae_steps} "
                f"--dit-steps {cfg.dit_steps} --dit-scenes {cfg.dit_scenes} --dit-lr {cfg.dit_lr} --text-lr {cfg.text_lr} "
-               f"--eval-captions {cfg.eval_captions}" + (f" --init-from {init_from}" if init_from else ""))
+               f"--eval-captions {cfg.eval_captions}" + (f" --init-from {init_from}" if init_from else "")
+               + (" --new-autoencoder" if new_autoencoder else ""))
     with staging_dir(out_dir) as stage:
         log = train(stage, cfg, autoencoder_cache=shapes_stage_cache.cache_dir_for(out_dir), command=command,
                     init_from=init_from)

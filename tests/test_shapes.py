@@ -257,6 +257,31 @@ def test_train_tiny_init_from_fine_tunes_a_trained_checkpoint(tmp_path):
         sum(p.numel() for p in before.transformer.parameters())
 
 
+def test_train_tiny_new_autoencoder_under_a_frozen_trained_text_encoder(tmp_path):
+    """--init-from with --new-autoencoder and --text-lr 0: a new DC-AE of the training config's
+    shape and its own latent scaling; the DiT trains on from the checkpoint's weights; the text
+    encoder and tokenizer stay bit-identical."""
+    import torch
+
+    from sana_edge.default_model import shipped_checkpoint
+    from sana_edge.export.checkpoint import load_sana_pipeline
+    from sana_edge.export.train_shapes import TrainConfig, train, vae_config
+
+    source = shipped_checkpoint()
+    cfg = TrainConfig(ae_steps=2, ae_batch=2, new_autoencoder=True, text_lr=0.0, dit_steps=1, dit_batch=4,
+                      dit_scenes=8, eval_captions=0, log_every=1, threads=1)
+    log = train(tmp_path / "new", cfg, init_from=source, autoencoder_cache=tmp_path / "cache")
+    before, after = load_sana_pipeline(source), load_sana_pipeline(tmp_path / "new")
+    assert list(after.vae.config.decoder_block_out_channels) == list(vae_config()["decoder_block_out_channels"])
+    assert len(log["losses"]["autoencoder"]) == 2 and not log["autoencoder_reused_from_cache"]
+    assert after.vae.config.scaling_factor == pytest.approx(log["latent_scaling_factor"])
+    assert after.vae.config.scaling_factor != pytest.approx(before.vae.config.scaling_factor)
+    assert all(torch.equal(a, b) for a, b in zip(before.text_encoder.parameters(), after.text_encoder.parameters()))
+    old = torch.cat([p.flatten() for p in before.transformer.parameters()])
+    new = torch.cat([p.flatten() for p in after.transformer.parameters()])
+    assert not torch.equal(old, new) and torch.nn.functional.cosine_similarity(old, new, dim=0) > 0.99
+
+
 def test_train_tiny_init_from_must_be_a_checkpoint(tmp_path, capsys):
     from sana_edge.cli import main
 
@@ -267,6 +292,11 @@ def test_train_tiny_init_from_must_be_a_checkpoint(tmp_path, capsys):
     assert "has no tokenizer/ folder" in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert main(["train-tiny", str(tmp_path / "m"), "--dit-lr", "0"]) == 2
     assert "--dit-lr must be above 0" in capsys.readouterr().err
+    assert main(["train-tiny", str(tmp_path / "m"), "--text-lr", "-1"]) == 2
+    assert "--text-lr must be 0 (a frozen text encoder) or above (got -1.0)" in capsys.readouterr().err
+    assert main(["train-tiny", str(tmp_path / "m"), "--new-autoencoder"]) == 2
+    assert "--new-autoencoder replaces the autoencoder of an --init-from checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
 
 
 def test_shapes_score_counts_changed_verdicts_and_scores_per_kind():

@@ -158,7 +158,12 @@ def train_tiny(
                    "its transformer and text encoder (no autoencoder stage)."),
     dit_scenes: Optional[int] = typer.Option(None, help="Scenes encoded for the transformer stage (default: the config's)."),
     dit_lr: Optional[float] = typer.Option(None, help="Transformer peak learning rate (default: the config's)."),
-    text_lr: Optional[float] = typer.Option(None, help="Text encoder peak learning rate (default: the config's)."),
+    text_lr: Optional[float] = typer.Option(
+        None, help="Text encoder peak learning rate (default: the config's; 0 keeps the text encoder frozen)."),
+    new_autoencoder: bool = typer.Option(
+        False, "--new-autoencoder",
+        help="With --init-from: train a new autoencoder (--ae-steps) instead of keeping its own; the transformer "
+             "then learns the new latents on from its weights."),
 ):
     """Train the small shapes-SANA (the built-in default model) on CPU."""
     _check_out_before_torch(out_dir, force)
@@ -166,7 +171,7 @@ def train_tiny(
 
     run_training(out_dir, seed=seed, force=force, ae_steps=ae_steps, dit_steps=dit_steps, threads=threads,
                  eval_captions=eval_captions, init_from=init_from, dit_scenes=dit_scenes, dit_lr=dit_lr,
-                 text_lr=text_lr)
+                 text_lr=text_lr, new_autoencoder=new_autoencoder)
 
 
 def _check_out_before_torch(out_dir: Path, force: bool) -> None:
