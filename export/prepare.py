@@ -101,6 +101,34 @@ def _check_decoder_quantization(options: ExportOptions) -> None:
                         "drop one of them")
 
 
+def _checkpoint_quant_defaults(defaults_file: Path, precision: str, settings, log):
+    """What a checkpoint asks for at this precision (sana_edge_quantization.json): text encoder
+    bits, and transformer layers kept in float on top of the defaults ("keep_fp", regexes), e.g.
+    where a small model's activations make a W8A8 layer miss validation. The user's own
+    --text-encoder-bits / --keep-fp win."""
+    from sana_edge.quant.configs import DEFAULT_KEEP_FP
+
+    asked = _read_json(defaults_file).get(precision) or {}
+    asked = asked if isinstance(asked, dict) else {}
+    bits = asked.get("text_encoder_bits")
+    if bits is not None and (isinstance(bits, bool) or bits not in (4, 8)):
+        raise UserError(f"{defaults_file} asks for text_encoder_bits={bits!r}; it must be 4 or 8: fix the file "
+                        "or pass --text-encoder-bits")
+    if bits and settings.text_encoder_bits is None:
+        settings = dataclasses.replace(settings, text_encoder_bits=int(bits))
+        log(f"text encoder at {bits} bits: the checkpoint asks for it ({defaults_file.name}); "
+            "--text-encoder-bits overrides")
+    keep = asked.get("keep_fp", [])
+    if not isinstance(keep, list) or not all(isinstance(k, str) and k for k in keep):
+        raise UserError(f"{defaults_file} asks for keep_fp={keep!r}; it must be a list of node-name regexes: fix the "
+                        "file or pass --keep-fp")
+    if keep and settings.keep_fp == DEFAULT_KEEP_FP:
+        settings = dataclasses.replace(settings, keep_fp=DEFAULT_KEEP_FP + tuple(keep))
+        log(f"transformer layers kept in float: the checkpoint asks for {', '.join(keep)} ({defaults_file.name}); "
+            "--keep-fp overrides")
+    return settings
+
+
 def _prepare_quantization(job: ExportJob, log) -> None:
     from sana_edge.quant.calibration import read_prompts
     from sana_edge.quant.configs import Calibration, QuantSettings, build_recipe
@@ -110,16 +138,8 @@ def _prepare_quantization(job: ExportJob, log) -> None:
     if job.flavor is not None and settings.target != "tensorrt":
         raise UserError("TensorRT engines need graphs quantized for TensorRT; pass --target tensorrt (or omit --target)")
     defaults_file = source / CHECKPOINT_QUANT_DEFAULTS
-    if defaults_file.is_file() and settings.text_encoder_bits is None:
-        asked = _read_json(defaults_file).get(options.precision) or {}
-        asked = asked.get("text_encoder_bits") if isinstance(asked, dict) else None
-        if asked is not None and (isinstance(asked, bool) or asked not in (4, 8)):
-            raise UserError(f"{defaults_file} asks for text_encoder_bits={asked!r}; it must be 4 or 8: fix the file "
-                            "or pass --text-encoder-bits")
-        if asked:
-            settings = dataclasses.replace(settings, text_encoder_bits=int(asked))
-            log(f"text encoder at {asked} bits: the checkpoint asks for it ({defaults_file.name}); "
-                "--text-encoder-bits overrides")
+    if defaults_file.is_file():
+        settings = _checkpoint_quant_defaults(defaults_file, options.precision, settings, log)
     calibration = options.calibration or Calibration()
     own_prompts = source / CHECKPOINT_CALIBRATION_PROMPTS
     if calibration.prompts is None and own_prompts.is_file():

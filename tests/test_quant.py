@@ -200,6 +200,25 @@ def test_text_encoder_bits_replaces_only_the_text_encoder_config():
     assert override["transformer"] == base["transformer"] and override["vae_decoder"] == base["vae_decoder"]
 
 
+def test_checkpoint_asks_for_text_encoder_bits_and_float_layers_and_the_user_overrides(tmp_path):
+    """sana_edge_quantization.json: per precision, text encoder bits and transformer layers kept
+    in float on top of the defaults; --text-encoder-bits / --keep-fp given by the user win."""
+    import json
+
+    from sana_edge.export.prepare import _checkpoint_quant_defaults
+
+    asks = tmp_path / "sana_edge_quantization.json"
+    asks.write_text(json.dumps({"int8": {"keep_fp": ["/ff/conv_depth/"], "text_encoder_bits": 4}}))
+    said = []
+    got = _checkpoint_quant_defaults(asks, "int8", configs.QuantSettings(), said.append)
+    assert got.keep_fp == configs.DEFAULT_KEEP_FP + ("/ff/conv_depth/",) and got.text_encoder_bits == 4
+    assert any("/ff/conv_depth/" in line for line in said)
+    assert configs.build_recipe("int8", got)["transformer_step"].keep_fp == got.keep_fp
+    mine = configs.QuantSettings(keep_fp=("/attn1/",), text_encoder_bits=8)
+    assert _checkpoint_quant_defaults(asks, "int8", mine, said.append) == mine
+    assert _checkpoint_quant_defaults(asks, "int4", configs.QuantSettings(), said.append) == configs.QuantSettings()
+
+
 @pytest.mark.parametrize("which", ["int8_export", "int4_export"])
 def test_quantized_text_encoder_validates_with_a_past_and_its_prompt_cache_matches_it(which, request):
     """The cache is computed with the quantized graph, so cached encoding equals uncached for it."""

@@ -40,6 +40,11 @@ DAMAGES = {
     "missing-folder": (lambda c: shutil.rmtree(c / "scheduler"), ("lacks the folder(s) scheduler",)),
     "bad-quantization-defaults": (lambda c: (c / "sana_edge_quantization.json").write_text('{"int4": {"text_encoder_bits": 3}}'),
                                   ("text_encoder_bits=3", "4 or 8")),
+    "bad-quantization-keep-fp": (lambda c: (c / "sana_edge_quantization.json").write_text('{"int4": {"keep_fp": "/ff/"}}'),
+                                 ("keep_fp='/ff/'", "list of node-name regexes")),
+    "bad-quantization-keep-fp-regex": (
+        lambda c: (c / "sana_edge_quantization.json").write_text('{"int4": {"keep_fp": ["/ff/conv_(depth"]}}'),
+        ("--keep-fp '/ff/conv_(depth' is not a valid regular expression",)),
 }
 
 
@@ -47,7 +52,7 @@ DAMAGES = {
 def test_damaged_checkpoint(sandbox, checkpoint, damage):
     apply, needles = DAMAGES[damage]
     apply(checkpoint)
-    precision = ("--precision", "int4") if damage == "bad-quantization-defaults" else ()
+    precision = ("--precision", "int4") if damage.startswith("bad-quantization") else ()
     sandbox.refused("export", checkpoint, "-o", "out", *precision, needles=needles, watch=(checkpoint,), without_torch=True)
 
 
