@@ -112,7 +112,7 @@ def generate_all(export: Path, captions: dict[str, list[str]], size: int, steps:
     """{kind: [image, ...]}: caption i of each kind from noise seed NOISE_SEED + i."""
     from sana_edge import SanaEdgePipeline
 
-    pipe = SanaEdgePipeline.from_export(export, verify=False)
+    pipe = SanaEdgePipeline.from_export(export, verify=False, backend="auto")
     return {kind: [np.asarray(pipe.generate(c, height=size, width=size, steps=steps, guidance_scale=guidance,
                                             seed=NOISE_SEED + i).image)
                    for i, c in enumerate(items)] for kind, items in captions.items()}
@@ -154,7 +154,7 @@ def user_prompts(exports: dict[str, Path], steps: int, guidance: float, seeds: i
 
     rows = {}
     for precision in [p for p in ("fp32", "int8") if p in exports]:
-        pipe = SanaEdgePipeline.from_export(exports[precision], verify=False)
+        pipe = SanaEdgePipeline.from_export(exports[precision], verify=False, backend="auto")
         for prompt in USER_PROMPTS:
             scores = [shapes.score_image(pipe.generate(prompt, steps=steps, guidance_scale=guidance, seed=NOISE_SEED + s).image,
                                          prompt) for s in range(seeds)]

@@ -73,8 +73,10 @@ def openvino_recipe(precision: str, block_size: int = 128, keep_fp: tuple[str, .
     # QLinearConv path tolerates and NNCF's does not: on the shapes model trained with its text
     # encoder, the step graph's held-out validation cosine was 0.9879 (< 0.99, refused) whatever
     # the range estimator, preset, SmoothQuant or bias correction; with it float, the export passes.
-    # It is <2% of the step's FLOPs. A user's --keep-fp list replaces the whole default.
-    w8a8_keep = keep_fp + OPENVINO_W8A8_KEEP_FP if keep_fp == DEFAULT_KEEP_FP else keep_fp
+    # It is <2% of the step's FLOPs. The defaults, also as extended by a checkpoint's keep_fp
+    # (sana_edge_quantization.json), get it; a user's own --keep-fp list replaces the whole default.
+    extends_default = keep_fp[:len(DEFAULT_KEEP_FP)] == DEFAULT_KEEP_FP
+    w8a8_keep = keep_fp + OPENVINO_W8A8_KEEP_FP if extends_default else keep_fp
     transformer = NncfQuantize(w8a8_keep) if precision == "int8" else NncfCompressWeights("int4_sym", block_size, keep_fp)
     # A controlnet (--controlnet exports) is weight-only: text-to-image calibration never runs it.
     controlnet = (NncfCompressWeights("int8_asym", -1, keep_fp) if precision == "int8"
