@@ -1,6 +1,5 @@
 """What a shapes-SANA DC-AE can draw at best: the scorer on its reconstructions of rendered
-held-out scenes (per shape and size), and how far apart its encoder puts small circles, squares
-and triangles (a decoder cannot draw a difference the latent does not carry).
+held-out scenes, per shape and size.
 
     python -m benchmarks.shapes_autoencoder --vae run2=build/run2-vae --vae run3=sana_edge/models/shapes-sana/vae
 
@@ -14,8 +13,6 @@ import platform
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from sana_edge import shapes
 from sana_edge.fileio import write_json_atomic, write_text_atomic
 
@@ -25,15 +22,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "shapes-compare"
 def reconstruction(vae, count: int, seed: int) -> dict:
     """Scorer summary on reconstructions of `count` held-out scenes, and the shape-class accuracy
     per (shape, size) cell ("any": size left to the renderer)."""
-    import torch
-
-    from sana_edge.export.shapes_loops import images_tensor
+    from sana_edge.export.shapes_loops import reconstruction_verdicts
 
     items = shapes.dataset(seed, count, split="held_out")
-    with torch.no_grad():
-        out = vae.decode(vae.encode(images_tensor(items)[0]).latent).sample
-    pixels = ((out.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy().round().astype(np.uint8)
-    verdicts = [shapes.score_image(p, caption) for p, (_, caption) in zip(pixels, items)]
+    verdicts = reconstruction_verdicts(vae, items)
     right, total = Counter(), Counter()
     for verdict, (_, caption) in zip(verdicts, items):
         obj = shapes.parse_caption(caption).objects[0]
@@ -43,43 +35,17 @@ def reconstruction(vae, count: int, seed: int) -> dict:
     return {"summary": shapes.summarize(verdicts), "shape_by_cell": {c: right[c] / total[c] for c in sorted(total)}}
 
 
-def separation(vae, per_shape: int, seed: int) -> dict:
-    """Small red shapes at the centre on white, jittered: distances between the shapes' latent
-    centroids against each class's mean distance to its own centroid."""
-    import torch
-
-    from sana_edge.export.shapes_loops import images_tensor
-
-    rng = np.random.default_rng(seed)
-    items = []
-    for shape in shapes.SHAPES:
-        scene = shapes.Scene((shapes.ShapeSpec(shape, "red", "small", "centre"),), "white")
-        items += [(shapes.render(scene, rng), scene.caption) for _ in range(per_shape)]
-    with torch.no_grad():
-        z = vae.encode(images_tensor(items)[0]).latent.flatten(1).numpy()
-    groups = {s: z[i * per_shape:(i + 1) * per_shape] for i, s in enumerate(shapes.SHAPES)}
-    centroids = {s: g.mean(0) for s, g in groups.items()}
-    return {
-        "centroid_distance": {f"{a}-{b}": float(np.linalg.norm(centroids[a] - centroids[b]))
-                              for i, a in enumerate(shapes.SHAPES) for b in shapes.SHAPES[i + 1:]},
-        "within_class_spread": {s: float(np.linalg.norm(g - centroids[s], axis=1).mean()) for s, g in groups.items()},
-    }
-
-
 def markdown(result: dict) -> str:
     cells = sorted({c for r in result["autoencoders"].values() for c in r["reconstruction"]["shape_by_cell"]})
     lines = ["# shapes-SANA autoencoders: what the decoder can draw", "",
              f"{result['count']} held-out scenes, rendered and reconstructed (encode, decode); the task scorer on the "
-             "reconstructions. Separation: small red shapes at the centre on white, latent centroid distances "
-             "against the mean within-class spread.", "",
-             "| autoencoder | task score | shape class | " + " | ".join(cells) + " | circle-square distance | spread |",
-             "|---|---|---|" + "---|" * len(cells) + "---|---|"]
+             "reconstructions; per cell: shape-class accuracy.", "",
+             "| autoencoder | task score | shape class | " + " | ".join(cells) + " |",
+             "|---|---|---|" + "---|" * len(cells)]
     for name, r in result["autoencoders"].items():
-        rec, sep = r["reconstruction"], r["separation"]
-        spread = np.mean(list(sep["within_class_spread"].values()))
+        rec = r["reconstruction"]
         lines.append(f"| {name} | {100 * rec['summary']['overall']:.1f}% | {100 * rec['summary']['accuracy']['shape']:.1f}% | "
-                     + " | ".join(f"{100 * rec['shape_by_cell'].get(c, float('nan')):.0f}%" for c in cells)
-                     + f" | {sep['centroid_distance']['circle-square']:.1f} | {spread:.1f} |")
+                     + " | ".join(f"{100 * rec['shape_by_cell'].get(c, float('nan')):.0f}%" for c in cells) + " |")
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
 
@@ -88,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vae", action="append", required=True, help="NAME=FOLDER of an AutoencoderDC (repeatable)")
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--per-shape", type=int, default=60)
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -101,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.vae:
         name, _, folder = spec.partition("=")
         vae = AutoencoderDC.from_pretrained(folder).eval()
-        result["autoencoders"][name] = {"folder": folder, "reconstruction": reconstruction(vae, args.count, args.seed),
-                                        "separation": separation(vae, args.per_shape, args.seed)}
+        result["autoencoders"][name] = {"folder": folder, "reconstruction": reconstruction(vae, args.count, args.seed)}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "shapes_autoencoder.json", result, indent=1)
     write_text_atomic(args.out / "shapes_autoencoder.md", markdown(result))

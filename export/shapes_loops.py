@@ -66,16 +66,21 @@ def _edges(mask):
     return F.max_pool2d(mask, 5, 1, 2) + F.max_pool2d(-mask, 5, 1, 2)
 
 
-def reconstruction_score(vae, items) -> dict:
-    """Task score of the DC-AE's reconstructions of rendered scenes: what the decoder can draw at
-    best (a blurry decoder rounds corners and the scorer reads squares and triangles as circles)."""
+def reconstruction_verdicts(vae, items) -> list[dict[str, bool]]:
+    """The scorer's verdict on the DC-AE's reconstruction of each rendered scene: what the decoder
+    can draw at best (a blurry decoder rounds corners and the scorer reads squares and triangles
+    as circles)."""
     import torch
     from PIL import Image
 
     with torch.no_grad():
         out = vae.decode(vae.encode(images_tensor(items)[0]).latent).sample
     pixels = ((out.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    return shapes.summarize([shapes.score_image(Image.fromarray(p), c) for p, (_, c) in zip(pixels, items)])
+    return [shapes.score_image(Image.fromarray(p), c) for p, (_, c) in zip(pixels, items)]
+
+
+def reconstruction_score(vae, items) -> dict:
+    return shapes.summarize(reconstruction_verdicts(vae, items))
 
 
 def train_autoencoder(cfg, vae_config: dict, image_size: int, losses: list, recon_scores: list):
@@ -134,14 +139,14 @@ def train_transformer(cfg, transformer_config: dict, x0, scenes, text_encoder, c
     train_text = cfg.text_lr > 0
     text_encoder.train(train_text).requires_grad_(train_text)
     ema_dit = copy.deepcopy(dit).eval().requires_grad_(False)
-    ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False) if train_text else text_encoder
+    ema_text = text_encoder
     groups = [{"params": list(dit.parameters())}]
-    if train_text:
-        groups.append({"params": list(text_encoder.parameters()), "lr_scale": cfg.text_lr / cfg.dit_lr})
-    opt = torch.optim.AdamW(groups, lr=cfg.dit_lr, weight_decay=0.0)
     pairs = list(zip(ema_dit.parameters(), dit.parameters()))
     if train_text:
+        ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False)
+        groups.append({"params": list(text_encoder.parameters()), "lr_scale": cfg.text_lr / cfg.dit_lr})
         pairs += list(zip(ema_text.parameters(), text_encoder.parameters()))
+    opt = torch.optim.AdamW(groups, lr=cfg.dit_lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed + 17)
     dit.train()
     for step in range(cfg.dit_steps):
